@@ -1,0 +1,29 @@
+# make lab   opens the lessons in JupyterLab.
+# make test  runs ruff and every test (pytest, the notebooks under nbval included).
+# Both create .venv with $(PYTHON) (3.10 or newer) and install what they need; a second run only checks.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: lab test
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.12 (say)")'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-lab: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-lab
