@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test
+.PHONY: lab test notebooks mirror clean-notebooks
 
 lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
@@ -15,6 +15,15 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+notebooks: $(VENV)/.installed-lab  # after editing a notebook: re-run them all and save their outputs
+	$(BIN)/python tests/notebook_tools.py run
+
+mirror: $(VENV)/.installed-lab  # copy lesson_code/ into the notebooks' marked cells and re-run those notebooks
+	$(BIN)/python tests/notebook_tools.py mirror
+
+clean-notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
+	$(BIN)/python tests/notebook_tools.py strip notebooks-live
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.12 (say)")'
