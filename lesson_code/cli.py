@@ -30,6 +30,12 @@ def minutes(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m lesson_code",
@@ -55,6 +61,14 @@ def build_parser() -> Parser:
     inspect.add_argument("token", help="the token, or - to read it from standard input")
     inspect.set_defaults(run=run_inspect)
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the lesson's API with uvicorn",
+        description="Serve lesson_code.app; open http://HOST:PORT/docs to try it.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=port, default=8000, help="port to listen on (default: 8000)")
+    serve.set_defaults(run=run_serve)
     return parser
 
 
@@ -117,6 +131,14 @@ def describe(left: timedelta) -> str:
             parts.append(f"{amount} {name}")
     text = " ".join(parts)
     return text if left.total_seconds() >= 0 else f"expired {text} ago"
+
+
+def run_serve(args) -> int:
+    load_tokens()
+    import uvicorn
+
+    uvicorn.run("lesson_code.app:app", host=args.host, port=args.port)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,7 @@ BAD_INPUT = {
     "no command": ((), "error: the following arguments are required: COMMAND (see: python -m lesson_code --help)"),
     "unknown command": (
         ("mint",),
-        "error: argument COMMAND: invalid choice: 'mint' (choose from 'token', 'inspect')"
+        "error: argument COMMAND: invalid choice: 'mint' (choose from 'token', 'inspect', 'serve')"
         " (see: python -m lesson_code --help)",
     ),
     "no username": (
@@ -142,6 +142,11 @@ BAD_INPUT = {
     "negative minutes": (
         ("token", "alice", "--minutes", "-5"),
         "error: argument --minutes: expected 0 to 527040 (a year), not -5 (see: python -m lesson_code --help)",
+    ),
+    "bad port": (
+        ("serve", "--port", "99999"),
+        "error: argument --port: expected a port number from 1 to 65535, not '99999'"
+        " (see: python -m lesson_code --help)",
     ),
 }
 
