@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test notebooks mirror clean-notebooks
+.PHONY: lab test bench notebooks mirror clean-notebooks
 
 lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
@@ -16,13 +16,19 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+bench: $(VENV)/.installed-dev  # the API under load (wrk, on 127.0.0.1) and the cost of a token; see the README
+	$(BIN)/python tests/bench.py --compare
+
 notebooks: $(VENV)/.installed-lab  # after editing a notebook: re-run them all and save their outputs
 	$(BIN)/python tests/notebook_tools.py run
 
 mirror: $(VENV)/.installed-lab  # copy lesson_code/ into the notebooks' marked cells and re-run those notebooks
 	$(BIN)/python tests/notebook_tools.py mirror
 
-clean-notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
+clean-bench: $(VENV)/.installed-dev  # the API under load (wrk, on 127.0.0.1) and the cost of a token; see the README
+	$(BIN)/python tests/bench.py --compare
+
+notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
 	$(BIN)/python tests/notebook_tools.py strip notebooks-live
 
 $(BIN)/python:
