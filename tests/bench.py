@@ -173,6 +173,7 @@ def ensure_wrk() -> None:
         return
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         print("bench: installing wrk (Debian's package)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
         return
     raise SystemExit("bench: needs wrk, the HTTP load generator: sudo apt-get install wrk (or brew install wrk)")
