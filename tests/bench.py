@@ -186,8 +186,9 @@ def main() -> int:
     args = parser.parse_args()
     ensure_wrk()
     secret = secrets.token_hex(32)
+    python = sys.version.split()[0]
     print(
-        f"# make bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, wrk against uvicorn on 127.0.0.1, {args.seconds:g} s a run\n"
+        f"# make bench: {os.cpu_count()} cores, Python {python}, wrk on uvicorn at 127.0.0.1, {args.seconds} s a run\n"
     )
 
     with tempfile.TemporaryDirectory() as folder:
