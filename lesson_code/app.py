@@ -44,6 +44,10 @@ class Token(BaseModel):
     token_type: str
 
 
+class Message(BaseModel):
+    detail: str
+
+
 class User(BaseModel):
     username: str
     email: str | None = None
@@ -56,6 +60,7 @@ class UserInDB(User):
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token")
+INACTIVE = {status.HTTP_400_BAD_REQUEST: {"model": Message, "description": "Inactive user"}}
 
 app = FastAPI(title="JWT lesson API", docs_url=None, swagger_ui_oauth2_redirect_url=None)
 patch_fastapi(app)
@@ -96,7 +101,13 @@ async def get_current_active_user(current_user: Annotated[UserInDB, Depends(get_
     return current_user
 
 
-@app.post("/token")
+@app.post(
+    "/token",
+    responses={
+        **INACTIVE,
+        status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Incorrect username or password"},
+    },
+)
 async def login_for_access_token(form_data: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
     user = await authenticate_user(form_data.username, form_data.password)
     if user is None:
@@ -110,6 +121,9 @@ async def login_for_access_token(form_data: Annotated[OAuth2PasswordRequestForm,
     return Token(access_token=create_access_token({"sub": user.username}), token_type="bearer")
 
 
-@app.get("/users/me")
+@app.get(
+    "/users/me",
+    responses={**INACTIVE, status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Missing or invalid token"}},
+)
 async def read_users_me(current_user: Annotated[UserInDB, Depends(get_current_active_user)]) -> User:
     return current_user

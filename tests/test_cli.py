@@ -157,9 +157,9 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(args, line):
     assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
 
 
-@pytest.mark.parametrize("secret", ["", "mysecretkey123"])
-def test_a_weak_secret_is_refused_at_start_up(secret):
-    result = run_cli("token", "alice", secret=secret)
+@pytest.mark.parametrize(("command", "secret"), [("token", ""), ("token", "mysecretkey123"), ("serve", "changethis")])
+def test_a_weak_secret_is_refused_at_start_up(command, secret):
+    result = run_cli(command, *(["alice"] if command == "token" else []), secret=secret)
     assert result.returncode == 2
     assert result.stdout == ""
     assert re.fullmatch(r"error: JWT_SECRET_KEY is \d+ bytes; HS256 needs at least 32 random bytes .*\n", result.stderr)

@@ -1,8 +1,11 @@
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import jwt as pyjwt
 import pytest
@@ -234,22 +237,23 @@ def test_time_left_counts_down_and_goes_negative():
 HOW = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 
-@pytest.mark.parametrize(
-    ("secret", "message"),
-    [
-        ("", f"JWT_SECRET_KEY is 0 bytes; HS256 needs at least 32 random bytes (RFC 7518, section 3.2): {HOW}"),
-        (
-            "mysecretkey123",
-            f"JWT_SECRET_KEY is 14 bytes; HS256 needs at least 32 random bytes (RFC 7518, section 3.2): {HOW}",
-        ),
-        ("x" * 31, f"JWT_SECRET_KEY is 31 bytes; HS256 needs at least 32 random bytes (RFC 7518, section 3.2): {HOW}"),
-        (
-            "09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7",
-            f"JWT_SECRET_KEY is a secret published in a tutorial, so anyone can forge tokens: {HOW}",
-        ),
-    ],
-    ids=["empty", "seed lesson's", "31 bytes", "FastAPI tutorial's"],
-)
+SHORT = "HS256 needs at least 32 random bytes (RFC 7518, section 3.2)"
+PUBLISHED = f"JWT_SECRET_KEY is a secret published in a tutorial, so anyone can forge tokens: {HOW}"
+WEAK_SECRETS = {
+    "empty": ("", f"JWT_SECRET_KEY is 0 bytes; {SHORT}: {HOW}"),
+    "seed lesson's": ("mysecretkey123", f"JWT_SECRET_KEY is 14 bytes; {SHORT}: {HOW}"),
+    "your-secret-key": ("your-secret-key", f"JWT_SECRET_KEY is 15 bytes; {SHORT}: {HOW}"),
+    "changethis": ("changethis", f"JWT_SECRET_KEY is 10 bytes; {SHORT}: {HOW}"),
+    "31 bytes": ("x" * 31, f"JWT_SECRET_KEY is 31 bytes; {SHORT}: {HOW}"),
+    "FastAPI tutorial's": ("09d25e094faa6ca2556c818166b7a9563b93f7099f6f0f4caa6cf63b88e8d3e7", PUBLISHED),
+    "RFC 7515's example key": (
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow",
+        PUBLISHED,
+    ),
+}
+
+
+@pytest.mark.parametrize(("secret", "message"), WEAK_SECRETS.values(), ids=WEAK_SECRETS.keys())
 def test_weak_secrets_are_refused_with_how_to_make_one(monkeypatch, tmp_path, secret, message):
     monkeypatch.setenv("JWT_SECRET_KEY", secret)
     with pytest.raises(SecretKeyError) as caught:
@@ -287,6 +291,14 @@ def test_an_unwritable_folder_says_to_set_the_variable(monkeypatch, tmp_path):
     path = tmp_path / "missing-folder" / ".jwt_secret"
     with pytest.raises(SecretKeyError, match=r"^cannot keep a secret in .*; set JWT_SECRET_KEY instead$"):
         load_secret_key(path)
+
+
+@pytest.mark.parametrize("secret", ["changethis", WEAK_SECRETS["FastAPI tutorial's"][0]])
+def test_the_app_refuses_to_start_with_a_weak_secret(secret):
+    env = {**os.environ, "JWT_SECRET_KEY": secret, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-c", "import lesson_code.app"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("lesson_code.tokens.SecretKeyError: JWT_SECRET_KEY is ")
 
 
 def _first_start(barrier, path, results):
