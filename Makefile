@@ -25,10 +25,7 @@ notebooks: $(VENV)/.installed-lab  # after editing a notebook: re-run them all a
 mirror: $(VENV)/.installed-lab  # copy lesson_code/ into the notebooks' marked cells and re-run those notebooks
 	$(BIN)/python tests/notebook_tools.py mirror
 
-clean-bench: $(VENV)/.installed-dev  # the API under load (wrk, on 127.0.0.1) and the cost of a token; see the README
-	$(BIN)/python tests/bench.py --compare
-
-notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
+clean-notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
 	$(BIN)/python tests/notebook_tools.py strip notebooks-live
 
 $(BIN)/python:

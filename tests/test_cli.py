@@ -1,11 +1,15 @@
 import os
 import re
 import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import jwt as pyjwt
 import pytest
 
@@ -189,3 +193,31 @@ def test_help_reads_well():
 )
 def test_describe_time_left(left, text):
     assert describe(left) == text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl+C does")
+def test_serve_starts_the_api_on_the_given_port_and_stops_on_ctrl_c():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lesson_code", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert "<title>JWT lesson API - Swagger UI</title>" in response.text
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=30)[0]
+    assert server.returncode == 0
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in output
+    assert "Finished server process" in output
+    assert "Traceback" not in output
