@@ -39,16 +39,17 @@ def show_lifetime(issued: datetime, now: datetime, expires: datetime) -> HTML:
     span = (expires - issued).total_seconds() or 1
     at = round(100 * min(max((now - issued).total_seconds() / span, 0), 1))
     colour = "#2e8b57" if now < expires else "#d7263d"
-    marks = [(0, "issued (iat)", issued), (100, "expires (exp)", expires)]
-    labels = "".join(
-        f'<div style="position:absolute;left:{x}%;top:26px;transform:translateX(-{x}%);font-size:0.85em">'
-        f"{name}<br>{moment:%Y-%m-%d %H:%M:%S} UTC</div>"
-        for x, name, moment in marks
+    labels = (
+        f'<div style="position:absolute;left:0;top:40px;white-space:nowrap;font-size:0.85em">'
+        f"issued (iat)<br>{issued:%Y-%m-%d %H:%M:%S} UTC</div>"
+        f'<div style="position:absolute;right:0;top:40px;white-space:nowrap;font-size:0.85em;text-align:right">'
+        f"expires (exp)<br>{expires:%Y-%m-%d %H:%M:%S} UTC</div>"
     )
     return HTML(
-        '<div style="position:relative;height:90px;margin:10px 40px;font-family:sans-serif">'
-        '<div style="position:absolute;top:10px;left:0;right:0;height:6px;background:#ccc"></div>'
-        f'<div style="position:absolute;top:10px;left:0;width:{at}%;height:6px;background:{colour}"></div>'
-        f'<div style="position:absolute;top:0;left:{at}%;color:{colour};font-weight:bold;transform:translateX(-50%)">'
-        f"▼ now</div>{labels}</div>"
+        '<div style="position:relative;height:100px;margin:10px 40px;font-family:sans-serif">'
+        '<div style="position:absolute;top:24px;left:0;right:0;height:6px;background:#ccc"></div>'
+        f'<div style="position:absolute;top:24px;left:0;width:{at}%;height:6px;background:{colour}"></div>'
+        f'<div style="position:absolute;top:-12px;left:{at}%;color:{colour};font-weight:bold;text-align:center;'
+        'line-height:1;transform:translateX(-50%)">'
+        f"now<br>▼</div>{labels}</div>"
     )
