@@ -20,7 +20,7 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 4096
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 MIN_SECRET_BYTES = 32
-SECRET_ENV_VAR = "JWT_SECRET_KEY"
+ENV_VAR = "JWT_SECRET_KEY"
 SECRET_FILE = Path(".jwt_secret")
 # SHA-256 of secrets printed in public tutorials (FastAPI's, RFC 7515's example key): long, yet known to all.
 PUBLISHED_SECRETS_SHA256 = frozenset(
@@ -29,7 +29,7 @@ PUBLISHED_SECRETS_SHA256 = frozenset(
         "8b1b17a9740c068accab5c3d0d652c8e3cc13206e70bb73b42ea41d4c2de3c12",
     }
 )
-HOW_TO_MAKE_A_SECRET = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
+HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class SecretKeyError(RuntimeError):
@@ -40,29 +40,29 @@ class TokenError(Exception):
     """A token was refused; str(error) says why."""
 
 
-def check_secret_key(secret: str, source: str = SECRET_ENV_VAR) -> str:
+def check_secret_key(secret: str, source: str = ENV_VAR) -> str:
     size = len(secret.encode())
     if size < MIN_SECRET_BYTES:
         raise SecretKeyError(
             f"{source} is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} random bytes "
-            f"(RFC 7518, section 3.2): {HOW_TO_MAKE_A_SECRET}"
+            f"(RFC 7518, section 3.2): {HOW_TO_MAKE_ONE}"
         )
     if hashlib.sha256(secret.encode()).hexdigest() in PUBLISHED_SECRETS_SHA256:
         raise SecretKeyError(
-            f"{source} is a secret published in a tutorial, so anyone can forge tokens: {HOW_TO_MAKE_A_SECRET}"
+            f"{source} is a secret published in a tutorial, so anyone can forge tokens: {HOW_TO_MAKE_ONE}"
         )
     return secret
 
 
 def load_secret_key(secret_file: Path = SECRET_FILE) -> str:
-    if SECRET_ENV_VAR in os.environ:
-        return check_secret_key(os.environ[SECRET_ENV_VAR])
+    if ENV_VAR in os.environ:
+        return check_secret_key(os.environ[ENV_VAR])
     try:
         if not secret_file.exists():
             _create_secret_file(secret_file)
         return check_secret_key(secret_file.read_text().strip(), source=str(secret_file))
     except OSError as error:
-        raise SecretKeyError(f"cannot keep a secret in {secret_file} ({error}); set {SECRET_ENV_VAR} instead") from None
+        raise SecretKeyError(f"cannot keep a secret in {secret_file} ({error}); set {ENV_VAR} instead") from None
 
 
 def _create_secret_file(secret_file: Path) -> None:
