@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 
 .PHONY: lab test bench notebooks mirror clean-notebooks
 
+# Jupyter refuses to run as root unless told; containers and cloud workspaces often run everything as root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
