@@ -23,3 +23,14 @@ def live_server():
 
     with serve_in_background(app) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The lesson's app, called in-process."""
+    from fastapi.testclient import TestClient
+
+    from lesson_code.app import app
+
+    with TestClient(app) as client:
+        yield client

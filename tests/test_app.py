@@ -3,22 +3,13 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
-from fastapi.testclient import TestClient
-from forge import forge
+from forge import ALICE, FAR_FUTURE, forge, tampered
 
 from lesson_code import app as app_module
 from lesson_code.app import app
 from lesson_code.tokens import SECRET_KEY, create_access_token
 
-FAR_FUTURE = 4_102_444_800
-ALICE = {"username": "alice", "email": "alice@example.com", "full_name": "Alice Liddell", "disabled": False}
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(app) as client:
-        yield client
 
 
 def login(client, username, password):
@@ -74,14 +65,9 @@ def test_users_me_without_a_token(client):
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def tampered() -> str:
-    header, _, signature = create_access_token({"sub": "bob"}).split(".")
-    return f"{header}.{forge({}, {'sub': 'alice', 'exp': FAR_FUTURE}).split('.')[1]}.{signature}"
-
-
 BAD_AUTHORIZATION = {
     "expired": lambda: "Bearer " + create_access_token({"sub": "alice"}, expires_delta=timedelta(minutes=-5)),
-    "tampered": lambda: "Bearer " + tampered(),
+    "tampered": lambda: "Bearer " + tampered(create_access_token({"sub": "bob"}), {"sub": "alice", "exp": FAR_FUTURE}),
     "wrong key": lambda: "Bearer " + pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, "k" * 40, algorithm="HS256"),
     "alg none": lambda: "Bearer " + forge({"alg": "none"}, {"sub": "alice", "exp": FAR_FUTURE}),
     "HS512": lambda: "Bearer " + forge({"alg": "HS512"}, {"sub": "alice", "exp": FAR_FUTURE}, SECRET_KEY, "HS512"),

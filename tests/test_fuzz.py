@@ -3,9 +3,7 @@
 import string
 from datetime import timedelta
 
-import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from forge import forge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,12 +50,6 @@ def test_decode_raises_only_token_error_for_any_text(token):
         assert str(error)
     else:
         assert isinstance(claims["sub"], str)
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(app) as client:
-        yield client
 
 
 header_values = st.one_of(
