@@ -6,13 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: lab test bench notebooks mirror clean-notebooks
+.PHONY: lab test bench notebooks mirror live-copies
 
 # Jupyter refuses to run as root unless told; containers and cloud workspaces often run everything as root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ALLOW_ROOT)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(ALLOW_ROOT)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -20,16 +20,16 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev  # the API under load (wrk, on 127.0.0.1) and the cost of a token; see the README
-	$(BIN)/python tests/bench.py --compare
+	$(BIN)/python tools/bench.py --compare
 
 notebooks: $(VENV)/.installed-lab  # after editing a notebook: re-run them all and save their outputs
-	$(BIN)/python tests/notebook_tools.py run
+	$(BIN)/python tools/notebook_tools.py run
 
 mirror: $(VENV)/.installed-lab  # copy lesson_code/ into the notebooks' marked cells and re-run those notebooks
-	$(BIN)/python tests/notebook_tools.py mirror
+	$(BIN)/python tools/notebook_tools.py mirror
 
-clean-notebooks: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
-	$(BIN)/python tests/notebook_tools.py strip notebooks-live
+live-copies: $(VENV)/.installed-lab  # output-free copies for live coding, in notebooks-live/
+	$(BIN)/python tools/notebook_tools.py strip notebooks-live
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed, $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.12 (say)")'

@@ -5,21 +5,14 @@ import secrets
 # so the suite never writes a .jwt_secret file into the checkout.
 os.environ["JWT_SECRET_KEY"] = secrets.token_hex(32)
 
-import sys
-from pathlib import Path
-
 import pytest
-
-# The notebooks' helpers (notebooks/local_server.py) serve the tests too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 
 
 @pytest.fixture(scope="module")
 def live_server():
     """The lesson's app under uvicorn on 127.0.0.1, in a background thread, stopped after the module's tests."""
-    from local_server import serve_in_background
-
     from lesson_code.app import app
+    from notebooks.helpers.local_server import serve_in_background
 
     with serve_in_background(app) as base_url:
         yield base_url

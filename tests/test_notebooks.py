@@ -55,6 +55,18 @@ def test_changing_the_default_lifetime_is_caught_with_a_diff(checkout):
     assert "make mirror" in explain(drift(checkout))
 
 
+def test_a_changed_comment_above_a_definition_is_caught(checkout):
+    tokens = checkout / "lesson_code" / "tokens.py"
+    source = tokens.read_text()
+    assert source.count("\ndef create_access_token(") == 1
+    tokens.write_text(
+        source.replace("\ndef create_access_token(", "\n# Tokens live for a day.\ndef create_access_token(")
+    )
+    [problem] = drift(checkout)
+    assert problem.startswith("create_access_token differs:\n--- notebooks/02_create_access_token.ipynb (cell ")
+    assert "\n+# Tokens live for a day.\n" in problem
+
+
 def test_a_changed_function_body_is_caught(checkout):
     tokens = checkout / "lesson_code" / "tokens.py"
     tokens.write_text(tokens.read_text().replace("options={", "options={'verify_iat': False, "))
@@ -122,5 +134,6 @@ def test_clean_copies_for_live_coding_have_every_cell_and_no_output(tmp_path):
         assert [cell.source for cell in copy.cells] == [cell.source for cell in original.cells]
         code = [cell for cell in copy.cells if cell.cell_type == "code"]
         assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
-    assert {"checks.py", "local_server.py", "pictures.py"} <= {path.name for path in tmp_path.iterdir()}
+    helpers = {path.name for path in (tmp_path / "helpers").iterdir()}
+    assert helpers == {"__init__.py", "checks.py", "local_server.py", "pictures.py"}
     assert (tmp_path / "images" / "login_flow.svg").exists()

@@ -1,11 +1,11 @@
 """make bench: how the lesson's API holds up, measured with wrk against uvicorn on 127.0.0.1.
 
-    python tests/bench.py [--seconds N] [--compare]
+    python tools/bench.py [--seconds N] [--compare]
 
 1. Login storm: /users/me throughput while four clients log in non-stop, as a share of its idle throughput.
 2. Protection cost: /users/me (token checked) against the same handler without protection.
 3. Encode and decode time per token: lesson_code against bare python-jose and a standard-library HMAC floor.
---compare runs the login storm for the variants in tests/bench_app.py too (hashing on the event loop, or
+--compare runs the login storm for the variants in tools/bench_app.py too (hashing on the event loop, or
 in threads without a limit), to show what the lesson's design buys.
 """
 
@@ -51,7 +51,7 @@ def server(variant: str, secret: str):
         **os.environ,
         "JWT_SECRET_KEY": secret,
         "BENCH_VARIANT": variant,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tools'}",
     }
     command = [sys.executable, "-m", "uvicorn", "bench_app:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen([*command, "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)

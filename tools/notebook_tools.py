@@ -1,8 +1,8 @@
 """Keep the notebooks runnable, clean, and the same as lesson_code/.
 
-    python tests/notebook_tools.py run [NOTEBOOK ...]   re-run notebooks and save them with clean metadata
-    python tests/notebook_tools.py mirror               copy lesson_code/ definitions into the marked cells, re-run
-    python tests/notebook_tools.py strip DIR            write output-free copies into DIR, for live coding
+    python tools/notebook_tools.py run [NOTEBOOK ...]   re-run notebooks and save them with clean metadata
+    python tools/notebook_tools.py mirror               copy lesson_code/ definitions into the marked cells, re-run
+    python tools/notebook_tools.py strip DIR            write output-free copies into DIR, for live coding
 
 A marked cell starts with a line such as `# lesson_code/tokens.py`: what it defines must read exactly as the
 definition of the same name in that file.
@@ -48,7 +48,11 @@ def marked_cells(notebook: Path) -> list[MarkedCell]:
 
 
 def definitions(source: str) -> dict[str, str]:
-    """Top-level functions, classes and assigned names, each with its source text (decorators included)."""
+    """Top-level functions, classes and assigned names, each with its source text.
+
+    The text runs from the comment lines right above a definition (not a cell's marker) through its decorators to
+    its last line, so a comment that changes in one place and not the other is drift too.
+    """
     lines = source.splitlines()
     found = {}
     for node in ast.parse(source).body:
@@ -61,6 +65,8 @@ def definitions(source: str) -> dict[str, str]:
             start = node.lineno
         else:
             continue
+        while start > 1 and lines[start - 2].lstrip().startswith("#") and not MARK.match(lines[start - 2]):
+            start -= 1
         text = "\n".join(line.rstrip() for line in lines[start - 1 : node.end_lineno])
         found.update({name: text for name in names})
     return found
@@ -175,8 +181,9 @@ def strip(folder: Path) -> None:
                 cell.outputs, cell.execution_count = [], None
         clean(nb)
         nbformat.write(nb, folder / notebook.name)
-    for helper in NOTEBOOKS.glob("*.py"):
-        (folder / helper.name).write_text(helper.read_text())
+    (folder / "helpers").mkdir(exist_ok=True)
+    for helper in (NOTEBOOKS / "helpers").glob("*.py"):
+        (folder / "helpers" / helper.name).write_text(helper.read_text())
     for picture in NOTEBOOKS.glob("images/*"):
         (folder / "images").mkdir(exist_ok=True)
         (folder / "images" / picture.name).write_bytes(picture.read_bytes())
