@@ -2,9 +2,17 @@
 
 
 def check(solved, hint: str) -> None:
-    """solved: a function of no arguments that is true when the exercise is done."""
+    """solved: a function of no arguments.
+
+    It returns True when the exercise is done. It may return a string instead, saying what is off in the answer it
+    looked at ("bob_token expires in 15 minutes, not 60"): that string is shown in place of the general hint.
+    Anything else, or an exception, shows the general hint.
+    """
     try:
-        ok = bool(solved())
+        verdict = solved()
     except Exception:
-        ok = False
-    print("✅ Solved! Well done." if ok else f"❌ Not yet. Hint: {hint}")
+        verdict = False
+    if verdict is True:
+        print("✅ Solved! Well done.")
+    else:
+        print(f"❌ Not yet. Hint: {verdict if isinstance(verdict, str) and verdict else hint}")
