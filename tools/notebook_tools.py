@@ -1,7 +1,7 @@
 """Keep the notebooks runnable, clean, and the same as lesson_code/.
 
     python tools/notebook_tools.py run [NOTEBOOK ...]   re-run notebooks and save them with clean metadata
-    python tools/notebook_tools.py mirror               copy lesson_code/ definitions into the marked cells, re-run
+    python tools/notebook_tools.py mirror [NOTEBOOK ...] copy lesson_code/ definitions into the marked cells, re-run
     python tools/notebook_tools.py strip DIR            write output-free copies into DIR, for live coding
 
 A marked cell starts with a line such as `# lesson_code/tokens.py`: what it defines must read exactly as the
@@ -128,10 +128,10 @@ def explain(problems: list[str]) -> str:
     )
 
 
-def mirror() -> list[Path]:
+def mirror(notebooks: list[Path] | None = None) -> list[Path]:
     """Rewrite each differing definition in the marked cells with the file's; return the notebooks changed."""
     changed = []
-    for notebook in notebook_paths():
+    for notebook in notebooks or notebook_paths():
         nb = nbformat.read(notebook, as_version=4)
         touched = False
         for cell in marked_cells(notebook):
@@ -196,7 +196,7 @@ def main(argv: list[str]) -> int:
             print(f"running {notebook.relative_to(ROOT)}")
             run(notebook)
     elif command == "mirror":
-        for notebook in mirror():
+        for notebook in mirror([Path(name).resolve() for name in rest]):
             print(f"mirrored lesson_code/ into {notebook.relative_to(ROOT)}; re-running it")
             run(notebook)
         problems = drift()
