@@ -7,7 +7,7 @@ from forge import ALICE, FAR_FUTURE, forge, tampered
 
 from lesson_code import app as app_module
 from lesson_code.app import app
-from lesson_code.tokens import SECRET_KEY, create_access_token
+from lesson_code.tokens import create_access_token, get_secret_key
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
 
@@ -26,7 +26,8 @@ def test_login_returns_a_bearer_token_for_the_user(client):
     body = response.json()
     assert set(body) == {"access_token", "token_type"}
     assert body["token_type"] == "bearer"
-    claims = pyjwt.decode(body["access_token"], SECRET_KEY, algorithms=["HS256"])
+    assert (response.headers["cache-control"], response.headers["pragma"]) == ("no-store", "no-cache")
+    claims = pyjwt.decode(body["access_token"], get_secret_key(), algorithms=["HS256"])
     assert claims["sub"] == "alice"
     assert claims["exp"] - claims["iat"] == 900
 
@@ -48,9 +49,23 @@ def test_wrong_password_and_unknown_user_get_identical_answers(client):
     assert dict(wrong_password.headers) == dict(unknown_user.headers)
 
 
-def test_a_disabled_user_cannot_log_in(client):
-    response = login(client, "bob", "builder")
-    assert (response.status_code, response.json()) == (400, {"detail": "Inactive user"})
+def test_a_disabled_user_gets_the_same_answer_as_a_wrong_password_after_the_same_work(client, monkeypatch):
+    hashed = []
+    verify = app_module.password_hash.verify
+
+    def recording_verify(password, hashed_password):
+        hashed.append(hashed_password)
+        return verify(password, hashed_password)
+
+    monkeypatch.setattr(app_module.password_hash, "verify", recording_verify)
+    right_password = login(client, "bob", "builder")
+    wrong_password = login(client, "bob", "not-builder")
+    for response in (right_password, wrong_password):
+        assert (response.status_code, response.json()) == (401, {"detail": "Incorrect username or password"})
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert right_password.content == wrong_password.content
+    assert dict(right_password.headers) == dict(wrong_password.headers)
+    assert hashed == [app_module.users_db["bob"]["hashed_password"]] * 2
 
 
 def test_login_without_a_password_is_a_validation_error(client):
@@ -70,16 +85,18 @@ BAD_AUTHORIZATION = {
     "tampered": lambda: "Bearer " + tampered(create_access_token({"sub": "bob"}), {"sub": "alice", "exp": FAR_FUTURE}),
     "wrong key": lambda: "Bearer " + pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, "k" * 40, algorithm="HS256"),
     "alg none": lambda: "Bearer " + forge({"alg": "none"}, {"sub": "alice", "exp": FAR_FUTURE}),
-    "HS512": lambda: "Bearer " + forge({"alg": "HS512"}, {"sub": "alice", "exp": FAR_FUTURE}, SECRET_KEY, "HS512"),
+    "HS512": lambda: (
+        "Bearer " + forge({"alg": "HS512"}, {"sub": "alice", "exp": FAR_FUTURE}, get_secret_key(), "HS512")
+    ),
     "garbage": lambda: "Bearer garbage",
     "empty token": lambda: "Bearer ",
     "scheme alone": lambda: "bearer",
     "two words": lambda: "Bearer abc def",
     "100 KB": lambda: "Bearer " + "a" * 100_000,
     "nested header": lambda: "Bearer " + forge('{"alg":"HS256","x":' + "[" * 2000 + "]" * 2000 + "}", {"sub": "alice"}),
-    "exp null": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": "alice", "exp": None}, SECRET_KEY),
-    "exp 1e999": lambda: "Bearer " + forge({"alg": "HS256"}, '{"sub":"alice","exp":1e999}', SECRET_KEY),
-    "sub a number": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": 1, "exp": FAR_FUTURE}, SECRET_KEY),
+    "exp null": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": "alice", "exp": None}, get_secret_key()),
+    "exp 1e999": lambda: "Bearer " + forge({"alg": "HS256"}, '{"sub":"alice","exp":1e999}', get_secret_key()),
+    "sub a number": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": 1, "exp": FAR_FUTURE}, get_secret_key()),
     "unknown user": lambda: "Bearer " + create_access_token({"sub": "mad-hatter"}),
 }
 
@@ -104,7 +121,7 @@ def test_a_disabled_users_token_is_refused(client):
 
 
 def test_a_pyjwt_token_with_the_apps_key_is_accepted(client):
-    token = pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, SECRET_KEY, algorithm="HS256")
+    token = pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, get_secret_key(), algorithm="HS256")
     response = me(client, f"Bearer {token}")
     assert (response.status_code, response.json()) == (200, ALICE)
 
@@ -130,22 +147,56 @@ def test_password_hashing_runs_off_the_event_loop(client, monkeypatch):
     assert threads["hash"] is not threads["loop"]
 
 
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "frame-ancestors 'none'",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize("path", ["/users/me", "/docs", "/swagger/swagger-ui.css", "/openapi.json", "/nowhere"])
+def test_every_answer_carries_the_security_headers(client, path):
+    response = client.get(path)
+    assert {name: response.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
 def test_the_docs_are_served_without_a_cdn(client):
     page = client.get("/docs")
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
-    assert "http://testserver/swagger/swagger-ui-bundle.js" in page.text
+    assert '<script src="swagger/swagger-ui-bundle.js"></script>' in page.text
+    assert '<link type="text/css" rel="stylesheet" href="swagger/swagger-ui.css">' in page.text
+    assert "url: 'openapi.json'" in page.text
     assert "cdn.jsdelivr.net" not in page.text
     bundle = client.get("/swagger/swagger-ui-bundle.js")
-    assert (bundle.status_code, bundle.headers["content-type"]) == (200, "application/javascript")
+    assert (bundle.status_code, bundle.headers["content-type"]) == (200, "text/javascript; charset=utf-8")
     assert len(bundle.content) > 500_000
     css = client.get("/swagger/swagger-ui.css")
     assert (css.status_code, css.headers["content-type"]) == (200, "text/css; charset=utf-8")
+    icon = client.get("/swagger/favicon-32x32.png")
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/png")
 
 
-def test_the_root_redirects_to_the_docs(client):
-    response = client.get("/", follow_redirects=False)
-    assert (response.status_code, response.headers["location"]) == (307, "http://testserver/docs")
+def test_the_docs_never_name_the_host_the_request_named(client):
+    page = client.get("/docs", headers={"Host": "evil.example"})
+    assert page.status_code == 200
+    assert "evil.example" not in page.text
+    assert "://" not in page.text
+
+
+def test_the_docs_do_not_keep_the_login_in_local_storage(client):
+    page = client.get("/docs")
+    assert '"persistAuthorization": false,' in page.text
+
+
+def test_redoc_is_switched_off(client):
+    response = client.get("/redoc")
+    assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+
+
+def test_the_root_redirects_to_the_docs_by_a_relative_url(client):
+    response = client.get("/", follow_redirects=False, headers={"Host": "evil.example"})
+    assert (response.status_code, response.headers["location"]) == (307, "docs")
 
 
 def test_the_openapi_schema_names_the_password_flow(client):
@@ -154,3 +205,11 @@ def test_the_openapi_schema_names_the_password_flow(client):
         "OAuth2PasswordBearer": {"type": "oauth2", "flows": {"password": {"scopes": {}, "tokenUrl": "token"}}}
     }
     assert sorted(schema["paths"]) == ["/token", "/users/me"]
+
+
+def test_the_openapi_schema_documents_every_answer(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert sorted(paths["/token"]["post"]["responses"]) == ["200", "400", "401", "413", "422", "429", "503"]
+    assert sorted(paths["/users/me"]["get"]["responses"]) == ["200", "400", "401", "413"]
+    for code in ("429", "503"):
+        assert set(paths["/token"]["post"]["responses"][code]["headers"]) == {"Retry-After"}
