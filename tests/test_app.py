@@ -213,3 +213,19 @@ def test_the_openapi_schema_documents_every_answer(client):
     assert sorted(paths["/users/me"]["get"]["responses"]) == ["200", "400", "401", "413"]
     for code in ("429", "503"):
         assert set(paths["/token"]["post"]["responses"][code]["headers"]) == {"Retry-After"}
+
+
+def test_the_app_refuses_to_start_with_a_weak_secret(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from lesson_code import tokens
+
+    monkeypatch.setenv("JWT_SECRET_KEY", "a" * 32)
+    tokens.get_secret_key.cache_clear()
+    try:
+        with pytest.raises(tokens.SecretKeyError, match="JWT_SECRET_KEY"), TestClient(app):
+            pass
+    finally:
+        monkeypatch.undo()
+        tokens.get_secret_key.cache_clear()
+    assert tokens.get_secret_key()
