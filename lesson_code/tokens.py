@@ -1,27 +1,58 @@
 """Create and verify short-lived JWT access tokens (HS256) with python-jose.
 
 Standard library and python-jose only: copy this file into a service as it is.
-The secret comes from JWT_SECRET_KEY; without it, one is generated once and kept in .jwt_secret.
+The secret comes from JWT_SECRET_KEY; without it, one is generated once and kept in a file
+(JWT_SECRET_FILE, by default .jwt_secret next to this file's folder). Nothing is read until first use.
 """
 
+import base64
+import binascii
+import functools
 import hashlib
+import math
 import os
 import re
 import secrets
+import stat
+import string
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from jose import jwt
-from jose.exceptions import ExpiredSignatureError, JOSEError
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import JOSEError, JWKError
 
 ALGORITHM = "HS256"
 ACCESS_TOKEN_EXPIRE_MINUTES = 15
 LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 4096
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-MIN_SECRET_BYTES = 32
+NUMERIC_DATES = ("exp", "iat", "nbf")
+
 ENV_VAR = "JWT_SECRET_KEY"
-SECRET_FILE = Path(".jwt_secret")
+FILE_ENV_VAR = "JWT_SECRET_FILE"
+DEFAULT_SECRET_FILE = Path(__file__).resolve().parent.parent / ".jwt_secret"
+MAX_SECRET_LENGTH = 1024
+MIN_SECRET_BITS = 256
+HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
+# The smallest of these holding every character of a secret gives its bits per character: log2(size).
+ALPHABETS = (
+    (string.digits, 10),
+    ("0123456789abcdef", 16),
+    ("0123456789ABCDEF", 16),
+    (string.ascii_lowercase, 26),
+    (string.ascii_uppercase, 26),
+    (string.ascii_lowercase + string.digits, 36),
+    (string.ascii_uppercase + string.digits, 36),
+    (string.ascii_letters + string.digits + "-_", 64),  # base64url
+    (string.ascii_letters + string.digits + "+/=", 64),  # base64 and its padding
+)
+ANY_TEXT_BITS = math.log2(95)  # printable ASCII, and the most any other character is counted
+REPEAT_LENGTH = 8  # a stretch this long seen earlier in the secret adds nothing
+WORD_BITS = 11  # a word picked at random from a 2048-word list
+DIGIT_BITS = math.log2(10)
+WORD = re.compile(r"[a-z]+|[A-Z][a-z]*|[A-Z]+")
+NUMBER = re.compile(r"[0-9]+")
 # SHA-256 of secrets printed in public tutorials (FastAPI's, RFC 7515's example key): long, yet known to all.
 PUBLISHED_SECRETS_SHA256 = frozenset(
     {
@@ -29,7 +60,6 @@ PUBLISHED_SECRETS_SHA256 = frozenset(
         "8b1b17a9740c068accab5c3d0d652c8e3cc13206e70bb73b42ea41d4c2de3c12",
     }
 )
-HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class SecretKeyError(RuntimeError):
@@ -40,54 +70,171 @@ class TokenError(Exception):
     """A token was refused; str(error) says why."""
 
 
+def secret_bits(secret: str) -> float:
+    """An honest estimate of the randomness in a secret, in bits: the lower of its reading as characters and as words."""
+    estimates = [_character_bits(secret)]
+    if _reads_as_words(secret):
+        estimates.append(_word_bits(secret))
+    return min(estimates)
+
+
+def _bits_per_character(secret: str) -> float:
+    for characters, size in ALPHABETS:
+        if set(secret) <= set(characters):
+            return math.log2(size)
+    return ANY_TEXT_BITS
+
+
+def _repeated(secret: str) -> set[int]:
+    positions = set()
+    for start in range(1, len(secret) - REPEAT_LENGTH + 1):
+        if secret.find(secret[start : start + REPEAT_LENGTH], 0, start + REPEAT_LENGTH - 1) != -1:
+            positions.update(range(start, start + REPEAT_LENGTH))
+    return positions
+
+
+def _character_bits(secret: str) -> float:
+    return _bits_per_character(secret) * (len(secret) - len(_repeated(secret)))
+
+
+def _parts(secret: str) -> list[str]:
+    return [part for part in re.split(r"[^A-Za-z0-9]+", secret) if part]
+
+
+def _reads_as_words(secret: str) -> bool:
+    parts = _parts(secret)
+    words = [part for part in parts if WORD.fullmatch(part)]
+    numbers = [part for part in parts if NUMBER.fullmatch(part)]
+    return len(parts) >= 2 and len(words) + len(numbers) == len(parts) and len(words) >= len(numbers)
+
+
+def _word_bits(secret: str) -> float:
+    return sum(WORD_BITS if WORD.fullmatch(part) else DIGIT_BITS * len(part) for part in _parts(secret))
+
+
 def check_secret_key(secret: str, source: str = ENV_VAR) -> str:
-    size = len(secret.encode())
-    if size < MIN_SECRET_BYTES:
+    """Return the secret if it can sign HS256 tokens safely; raise SecretKeyError saying why not."""
+    if not secret:
+        raise SecretKeyError(f"{source} is empty: {HOW_TO_MAKE_ONE}")
+    if len(secret) > MAX_SECRET_LENGTH:
         raise SecretKeyError(
-            f"{source} is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} random bytes "
-            f"(RFC 7518, section 3.2): {HOW_TO_MAKE_ONE}"
+            f"{source} is over {MAX_SECRET_LENGTH} characters, too long for a secret: {HOW_TO_MAKE_ONE}"
         )
-    if hashlib.sha256(secret.encode()).hexdigest() in PUBLISHED_SECRETS_SHA256:
+    try:
+        raw = secret.encode()
+    except UnicodeEncodeError:
+        raise SecretKeyError(f"{source} is not UTF-8 text: {HOW_TO_MAKE_ONE}") from None
+    if hashlib.sha256(raw).hexdigest() in PUBLISHED_SECRETS_SHA256:
         raise SecretKeyError(
             f"{source} is a secret published in a tutorial, so anyone can forge tokens: {HOW_TO_MAKE_ONE}"
         )
+    bits = secret_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        raise SecretKeyError(
+            f"{source} holds about {int(bits)} bits of randomness; HS256 needs at least {MIN_SECRET_BITS} "
+            f"(RFC 7518, section 3.2): {HOW_TO_MAKE_ONE}"
+        )
+    try:
+        jwk.construct(secret, ALGORITHM)
+    except JWKError:
+        raise SecretKeyError(
+            f"{source} is a public key or certificate, not an HMAC secret: {HOW_TO_MAKE_ONE}"
+        ) from None
     return secret
 
 
-def load_secret_key(secret_file: Path = SECRET_FILE) -> str:
+def secret_file_path() -> Path:
+    """Where the secret is kept when JWT_SECRET_KEY is unset: JWT_SECRET_FILE, or .jwt_secret in the repository."""
+    return Path(os.environ.get(FILE_ENV_VAR) or DEFAULT_SECRET_FILE)
+
+
+@functools.cache
+def get_secret_key() -> str:
+    """The signing secret, checked, read once on first use: JWT_SECRET_KEY, else the secret file (made if missing)."""
     if ENV_VAR in os.environ:
         return check_secret_key(os.environ[ENV_VAR])
+    path = secret_file_path()
     try:
-        if not secret_file.exists():
-            _create_secret_file(secret_file)
-        return check_secret_key(secret_file.read_text().strip(), source=str(secret_file))
+        try:
+            text = _read_secret_file(path)
+        except FileNotFoundError:
+            _create_secret_file(path)
+            text = _read_secret_file(path)
     except OSError as error:
-        raise SecretKeyError(f"cannot keep a secret in {secret_file} ({error}); set {ENV_VAR} instead") from None
+        raise SecretKeyError(f"cannot keep a secret in {path} ({error}); set {ENV_VAR} instead") from None
+    return check_secret_key(text.strip(), source=str(path))
 
 
-def _create_secret_file(secret_file: Path) -> None:
-    draft = secret_file.with_name(f"{secret_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+def _read_secret_file(path: Path) -> str:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        if path.is_symlink():
+            _refuse(path, "is a symbolic link, so someone else may have chosen the secret")
+        raise
+    try:
+        _check_secret_file(path, os.fstat(descriptor))
+        data = os.read(descriptor, MAX_SECRET_LENGTH + 2)
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_SECRET_LENGTH + 1:
+        _refuse(path, f"is over {MAX_SECRET_LENGTH} bytes, too long for a secret")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        _refuse(path, "is not UTF-8 text")
+
+
+def _check_secret_file(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        _refuse(path, "is not a regular file")
+    if not hasattr(os, "getuid"):
+        return
+    if info.st_uid != os.getuid():
+        _refuse(path, f"belongs to user {info.st_uid}, not to you (user {os.getuid()})")
+    if info.st_mode & 0o077:
+        raise SecretKeyError(
+            f"{path} can be read or changed by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def _refuse(path: Path, problem: str) -> None:
+    raise SecretKeyError(f"{path} {problem}; delete it to have a new secret made, or set {ENV_VAR}")
+
+
+def _create_secret_file(path: Path) -> None:
+    draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_hex(MIN_SECRET_BYTES) + "\n")
+        file.write(secrets.token_hex(MIN_SECRET_BITS // 8) + "\n")
     try:
-        os.link(draft, secret_file)
+        os.link(draft, path)
     except FileExistsError:
         pass
     finally:
         draft.unlink()
 
 
-SECRET_KEY = load_secret_key()
+def get_signing_key() -> Key:
+    """The secret as the HMAC key object python-jose signs and verifies with (never the raw string)."""
+    return _hmac_key(get_secret_key())
+
+
+@functools.lru_cache(maxsize=1)
+def _hmac_key(secret: str) -> Key:
+    return jwk.construct(secret, ALGORITHM)
 
 
 def create_access_token(data: dict, expires_delta: timedelta | None = None) -> str:
+    """A signed token holding data, iat and exp (15 minutes from now unless expires_delta says otherwise)."""
     if expires_delta is None:
         expires_delta = timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES)
     now = datetime.now(timezone.utc)
     to_encode = data.copy()
     to_encode.update({"iat": now, "exp": now + expires_delta})
-    return jwt.encode(to_encode, SECRET_KEY, algorithm=ALGORITHM)
+    return jwt.encode(to_encode, get_signing_key(), algorithm=ALGORITHM)
 
 
 def _check_shape(token: str) -> None:
@@ -100,6 +247,7 @@ def _check_shape(token: str) -> None:
 
 
 def get_unverified_header(token: str) -> dict:
+    """The token's header, read WITHOUT checking the signature: for display only."""
     _check_shape(token)
     try:
         return jwt.get_unverified_header(token)
@@ -108,6 +256,7 @@ def get_unverified_header(token: str) -> dict:
 
 
 def get_unverified_claims(token: str) -> dict:
+    """The token's claims, read WITHOUT checking the signature: for display only."""
     _check_shape(token)
     try:
         return jwt.get_unverified_claims(token)
@@ -121,34 +270,115 @@ def _reason(error: Exception) -> str:
     return str(error).rstrip(".")
 
 
-def decode_access_token(token: str) -> dict:
-    algorithm = get_unverified_header(token).get("alg")
+def _check_algorithm(header: dict) -> None:
+    algorithm = header.get("alg")
     if algorithm != ALGORITHM:
         raise TokenError(f"algorithm {algorithm!r} is not allowed, only {ALGORITHM!r}")
+
+
+def _check_no_critical_extensions(header: dict) -> None:
+    if "crit" in header:
+        raise TokenError("header names critical extensions (crit), which are not supported")
+
+
+def _check_payload_encoded(header: dict) -> None:
+    if header.get("b64", True) is not True:
+        raise TokenError("unencoded payloads (b64 other than true) are not supported")
+
+
+def _check_key_id(header: dict) -> None:
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise TokenError("kid must be a string")
+
+
+def _check_signature_spelling(token: str) -> None:
+    signature = token.rpartition(".")[2]
     try:
-        return jwt.decode(
-            token,
-            SECRET_KEY,
-            algorithms=[ALGORITHM],
-            options={"require_exp": True, "require_sub": True, "leeway": LEEWAY_SECONDS},
-        )
-    except ExpiredSignatureError:
-        raise TokenError("token has expired") from None
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    except (binascii.Error, ValueError):
+        raw = None
+    if raw is None or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != signature:
+        raise TokenError("signature is not canonical base64url")
+
+
+def _verify_signature_and_read(token: str) -> dict:
+    options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_sub": True}
+    try:
+        return jwt.decode(token, get_signing_key(), algorithms=[ALGORITHM], options=options)
     except (JOSEError, RecursionError) as error:
         raise TokenError(_reason(error)) from None
     except (TypeError, ValueError, OverflowError):
-        raise TokenError("exp, iat and nbf must be numbers of seconds") from None
+        raise TokenError("claims are not readable") from None
+
+
+def _numeric_date(claims: dict, name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TokenError("exp, iat and nbf must be numbers of seconds")
+    return value
+
+
+def _check_exp_present(claims: dict, now: float) -> None:
+    if "exp" not in claims:
+        raise TokenError('missing required key "exp" among claims')
+
+
+def _check_numeric_dates(claims: dict, now: float) -> None:
+    for name in NUMERIC_DATES:
+        _numeric_date(claims, name)
+
+
+def _check_not_expired(claims: dict, now: float) -> None:
+    if claims["exp"] < now - LEEWAY_SECONDS:
+        raise TokenError("token has expired")
+
+
+def _check_not_before(claims: dict, now: float) -> None:
+    if "nbf" in claims and claims["nbf"] > now + LEEWAY_SECONDS:
+        raise TokenError("token is not valid yet (nbf)")
+
+
+def _check_issued_in_the_past(claims: dict, now: float) -> None:
+    if "iat" in claims and claims["iat"] > now + LEEWAY_SECONDS:
+        raise TokenError("token was issued in the future (iat)")
+
+
+HEADER_CHECKS = (_check_algorithm, _check_no_critical_extensions, _check_payload_encoded, _check_key_id)
+CLAIM_CHECKS = (
+    _check_exp_present,
+    _check_numeric_dates,
+    _check_not_expired,
+    _check_not_before,
+    _check_issued_in_the_past,
+)
+
+
+def decode_access_token(token: str) -> dict:
+    """The claims of a token this service signed and that is still valid; raise TokenError saying why not."""
+    header = get_unverified_header(token)
+    for check in HEADER_CHECKS:
+        check(header)
+    _check_signature_spelling(token)
+    claims = _verify_signature_and_read(token)
+    now = datetime.now(timezone.utc).timestamp()
+    for check in CLAIM_CHECKS:
+        check(claims, now)
+    return claims
 
 
 def expires_at(claims: dict) -> datetime | None:
+    """When the claims' exp says the token expires, as an aware UTC datetime; None without exp."""
     if "exp" not in claims:
         return None
     try:
-        return datetime.fromtimestamp(claims["exp"], tz=timezone.utc)
-    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(_numeric_date(claims, "exp"), tz=timezone.utc)
+    except (TokenError, ValueError, OverflowError, OSError):
         raise TokenError(f"exp is not a time: {claims['exp']!r}") from None
 
 
 def time_left(claims: dict) -> timedelta | None:
+    """How long until the claims' exp (negative once expired); None without exp."""
     expiry = expires_at(claims)
     return None if expiry is None else expiry - datetime.now(timezone.utc)
