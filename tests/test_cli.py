@@ -1,3 +1,4 @@
+import io
 import os
 import re
 import secrets
@@ -6,17 +7,23 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import jwt as pyjwt
 import pytest
+import uvicorn
+from forge import FAR_FUTURE, forge
 
-from lesson_code.cli import describe, main
-from lesson_code.tokens import SECRET_KEY, create_access_token
+from lesson_code.cli import MAX_STDIN_BYTES, format_time_left, main
+from lesson_code.tokens import create_access_token
 
 ROOT = Path(__file__).resolve().parent.parent
+HOW = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
+YEAR_9999 = 253_402_300_799  # 9999-12-31 23:59:59 UTC: past year 9999 east of Greenwich
+YEAR_1 = -62_135_596_800  # 0001-01-01 00:00:00 UTC: before year 1 west of Greenwich
 # RFC 7515, Appendix A.1: an HS256 JWS whose header has line breaks in its JSON.
 RFC7515_TOKEN = (
     "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
@@ -25,46 +32,80 @@ RFC7515_TOKEN = (
 )
 
 
-def run_cli(*args: str, secret: str | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(ROOT)}
-    if secret is not None:
-        env["JWT_SECRET_KEY"] = secret
     return subprocess.run(
         [sys.executable, "-m", "lesson_code", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
     )
 
 
-def test_token_command_prints_a_token_pyjwt_verifies_with_the_key():
-    key = secrets.token_hex(32)
-    result = run_cli("token", "alice", "--minutes", "30", secret=key)
+def feed_stdin(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+@pytest.fixture(params=["UTC", "America/New_York", "Asia/Tokyo"])
+def zone(request):
+    """The local time zone for one test, as TZ says; restored afterwards."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset() is POSIX only")
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    yield ZoneInfo(request.param)
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def moment(when: datetime) -> str:
+    return f"{when.year:04d}-{when:%m-%d %H:%M:%S}"
+
+
+def expires_line(exp: int, zone: ZoneInfo) -> str:
+    expiry = datetime.fromtimestamp(exp, timezone.utc)
+    try:
+        local = expiry.astimezone(zone)
+    except OverflowError:
+        return f"Expires:   {moment(expiry)} UTC (out of range in local time)"
+    return f"Expires:   {moment(expiry)} UTC ({moment(local)} {local.tzname()} local time)"
+
+
+def test_python_m_lesson_code_prints_a_token_pyjwt_verifies(secret_key):
+    result = run_cli("token", "alice", "--minutes", "30")
     assert (result.returncode, result.stderr) == (0, "")
     match = re.fullmatch(r"JWT Token: ([\w-]+\.[\w-]+\.[\w-]+)\n", result.stdout)
     assert match
-    claims = pyjwt.decode(match[1], key, algorithms=["HS256"])
+    claims = pyjwt.decode(match[1], secret_key, algorithms=["HS256"])
     assert claims["sub"] == "alice"
     assert claims["exp"] - claims["iat"] == 1800
 
 
 @pytest.mark.parametrize(("args", "seconds"), [((), 900), (("--minutes", "0"), 0), (("--minutes", "525600"), 31536000)])
-def test_token_command_lifetimes(capsys, args, seconds):
-    assert main(["token", "bob", *args]) == 0
-    token = capsys.readouterr().out.removeprefix("JWT Token: ").strip()
-    claims = pyjwt.decode(token, SECRET_KEY, algorithms=["HS256"], options={"verify_exp": False})
+def test_token_command_lifetimes(capsys, secret_key, args, seconds):
+    status, out, err = run(capsys, "token", "bob", *args)
+    assert (status, err) == (0, "")
+    claims = pyjwt.decode(out.removeprefix("JWT Token: ").strip(), secret_key, algorithms=["HS256"], leeway=30)
     assert claims["exp"] - claims["iat"] == seconds
 
 
-def inspect_lines(token: str, stdin: bool = False) -> list[str]:
-    result = run_cli("inspect", "-" if stdin else token, secret=SECRET_KEY, stdin=token + "\n" if stdin else "")
-    assert (result.returncode, result.stderr) == (0, "")
-    return result.stdout.splitlines()
-
-
-@pytest.mark.parametrize("stdin", [False, True], ids=["argument", "standard input"])
-def test_inspect_a_fresh_token(stdin):
+@pytest.mark.parametrize("source", ["argument", "standard input"])
+def test_inspect_a_fresh_token(capsys, monkeypatch, secret_key, zone, source):
     token = create_access_token({"sub": "alice"}, expires_delta=timedelta(minutes=30))
-    claims = pyjwt.decode(token, SECRET_KEY, algorithms=["HS256"])
-    lines = inspect_lines(token, stdin)
-    assert lines[:11] == [
+    claims = pyjwt.decode(token, secret_key, algorithms=["HS256"])
+    if source == "standard input":
+        feed_stdin(monkeypatch, f"  {token}\r\n".encode())
+    status, out, err = run(capsys, "inspect", "-" if source == "standard input" else token)
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:10] == [
         "Header: {",
         '  "alg": "HS256",',
         '  "typ": "JWT"',
@@ -74,16 +115,17 @@ def test_inspect_a_fresh_token(stdin):
         f'  "iat": {claims["iat"]},',
         f'  "exp": {claims["exp"]}',
         "}",
-        lines[9],
-        lines[10],
+        expires_line(claims["exp"], zone),
     ]
-    assert re.fullmatch(r"Expires:   (\S+ \S+) UTC \(\1 UTC local time\)", lines[9])
     assert re.fullmatch(r"Time left: 29 min 5\d s|Time left: 30 min", lines[10])
     assert lines[11:] == ["Signature: valid (HS256 with the configured secret)", "Accepted:  yes"]
 
 
-def test_inspect_the_rfc_7515_example_token():
-    assert inspect_lines(RFC7515_TOKEN)[:10] == [
+def test_inspect_the_rfc_7515_example_token(capsys, zone):
+    status, out, err = run(capsys, "inspect", RFC7515_TOKEN)
+    assert (status, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[:10] == [
         "Header: {",
         '  "typ": "JWT",',
         '  "alg": "HS256"',
@@ -93,33 +135,72 @@ def test_inspect_the_rfc_7515_example_token():
         '  "exp": 1300819380,',
         '  "http://example.com/is_root": true',
         "}",
-        "Expires:   2011-03-22 18:43:00 UTC (2011-03-22 18:43:00 UTC local time)",
+        expires_line(1300819380, zone),
     ]
-    lines = inspect_lines(RFC7515_TOKEN)[10:]
-    assert re.fullmatch(r"Time left: expired \d{4} d \d+ h ago", lines[0])
-    assert lines[1:] == [
+    assert re.fullmatch(r"Time left: expired \d{4} d \d+ h ago", lines[10])
+    assert lines[11:] == [
         "Signature: not valid with the configured secret (Signature verification failed)",
         "Accepted:  no, Signature verification failed",
     ]
 
 
-def test_inspect_says_why_a_token_is_not_accepted():
+def test_inspect_says_why_a_token_is_not_accepted(capsys):
     token = create_access_token({"sub": "alice"}, expires_delta=timedelta(hours=-3))
-    lines = inspect_lines(token)
-    assert lines[-3:] == [
+    status, out, err = run(capsys, "inspect", token)
+    assert (status, err) == (1, "")
+    assert out.splitlines()[-3:] == [
         "Time left: expired 3 h ago",
         "Signature: valid (HS256 with the configured secret)",
         "Accepted:  no, token has expired",
     ]
 
 
-def test_inspect_a_token_without_exp():
-    token = pyjwt.encode({"sub": "alice"}, SECRET_KEY, algorithm="HS256")
-    assert inspect_lines(token)[-3:] == [
+def test_inspect_a_token_without_exp(capsys, secret_key):
+    status, out, _ = run(capsys, "inspect", pyjwt.encode({"sub": "alice"}, secret_key, algorithm="HS256"))
+    assert status == 1
+    assert out.splitlines()[-3:] == [
         "Expires:   never (no exp claim)",
         "Signature: valid (HS256 with the configured secret)",
         'Accepted:  no, missing required key "exp" among claims',
     ]
+
+
+@pytest.mark.parametrize(("exp", "status"), [(YEAR_9999, 0), (YEAR_1, 1)], ids=["year 9999", "year 1"])
+def test_an_expiry_beyond_the_local_calendar_is_shown_without_a_crash(capsys, secret_key, zone, exp, status):
+    status_seen, out, err = run(capsys, "inspect", forge({"alg": "HS256"}, {"sub": "alice", "exp": exp}, secret_key))
+    assert (status_seen, err) == (status, "")
+    lines = out.splitlines()
+    assert lines[-4] == expires_line(exp, zone)
+    assert re.fullmatch(r"Time left: (expired )?\d{6,7} d \d+ h( ago)?", lines[-3])
+
+
+def test_out_of_range_really_happens_in_the_zones_tested():
+    assert expires_line(YEAR_9999, ZoneInfo("Asia/Tokyo")).endswith("(out of range in local time)")
+    assert expires_line(YEAR_1, ZoneInfo("America/New_York")).endswith("(out of range in local time)")
+
+
+def test_an_exp_that_is_not_a_time_is_shown_and_not_accepted(capsys, secret_key):
+    status, out, err = run(capsys, "inspect", forge({"alg": "HS256"}, {"sub": "alice", "exp": "soon"}, secret_key))
+    assert (status, err) == (1, "")
+    assert out.splitlines()[-3:] == [
+        "Expires:   exp is not a time: 'soon'",
+        "Signature: valid (HS256 with the configured secret)",
+        "Accepted:  no, exp, iat and nbf must be numbers of seconds",
+    ]
+
+
+def test_a_lone_surrogate_in_the_header_is_printed_as_its_json_escape(capsys, secret_key):
+    token = forge('{"alg":"HS256","x":"\\ud800"}', {"sub": "alice", "exp": FAR_FUTURE}, secret_key)
+    status, out, err = run(capsys, "inspect", token)
+    assert (status, err) == (0, "")
+    assert out.splitlines()[:4] == ["Header: {", '  "alg": "HS256",', '  "x": "\\ud800"', "}"]
+
+
+def test_text_that_is_not_ascii_is_printed_as_it_is(capsys, secret_key):
+    token = forge({"alg": "HS256"}, {"sub": "zoë", "exp": FAR_FUTURE}, secret_key)
+    status, out, _ = run(capsys, "inspect", token)
+    assert status == 0
+    assert '  "sub": "zoë",' in out.splitlines()
 
 
 BAD_INPUT = {
@@ -127,7 +208,6 @@ BAD_INPUT = {
         ("inspect", "garbage"),
         "error: not a readable JWT: a token is three base64url parts joined by dots",
     ),
-    "empty stdin": (("inspect", "-"), "error: not a readable JWT: a token is three base64url parts joined by dots"),
     "no command": ((), "error: the following arguments are required: COMMAND (see: python -m lesson_code --help)"),
     "unknown command": (
         ("mint",),
@@ -152,32 +232,158 @@ BAD_INPUT = {
         "error: argument --port: expected a port number from 1 to 65535, not '99999'"
         " (see: python -m lesson_code --help)",
     ),
+    "header not JSON": (
+        ("inspect", forge("not json", {"sub": "alice"})),
+        "error: not a readable JWT: header is not readable: Error decoding token headers",
+    ),
 }
 
 
 @pytest.mark.parametrize(("args", "line"), BAD_INPUT.values(), ids=BAD_INPUT.keys())
-def test_bad_input_is_one_line_on_stderr_and_exit_2(args, line):
-    result = run_cli(*args, secret=SECRET_KEY)
-    assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
+def test_bad_input_is_one_line_on_stderr_and_exit_2(capsys, args, line):
+    assert run(capsys, *args) == (2, "", line + "\n")
 
 
-@pytest.mark.parametrize(("command", "secret"), [("token", ""), ("token", "mysecretkey123"), ("serve", "changethis")])
-def test_a_weak_secret_is_refused_at_start_up(command, secret):
-    result = run_cli(command, *(["alice"] if command == "token" else []), secret=secret)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert re.fullmatch(r"error: JWT_SECRET_KEY is \d+ bytes; HS256 needs at least 32 random bytes .*\n", result.stderr)
+STDIN = {
+    "empty": (b"", "error: not a readable JWT: a token is three base64url parts joined by dots"),
+    "not UTF-8": (b"\xff\xfe\x00garbage", "error: not a readable JWT: standard input is not UTF-8 text"),
+    "a token and then some": (
+        b"a.b.c" + b" " * MAX_STDIN_BYTES,
+        "error: not a readable JWT: token is longer than 4096 characters",
+    ),
+}
 
 
-def test_help_reads_well():
-    result = run_cli("--help")
-    assert result.returncode == 0
-    assert result.stdout.startswith("usage: python -m lesson_code [-h] COMMAND ...\n")
+@pytest.mark.parametrize(("data", "line"), STDIN.values(), ids=STDIN.keys())
+def test_bad_standard_input_is_one_line_and_exit_2(capsys, monkeypatch, data, line):
+    feed_stdin(monkeypatch, data)
+    assert run(capsys, "inspect", "-") == (2, "", line + "\n")
+
+
+class Endless(io.RawIOBase):
+    """A stream that never ends, counting what is read from it."""
+
+    def __init__(self):
+        self.given = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        buffer[:] = b"A" * len(buffer)
+        self.given += len(buffer)
+        return len(buffer)
+
+
+def test_inspect_reads_no_more_than_a_token_from_an_endless_stdin(capsys, monkeypatch):
+    endless = Endless()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(endless)))
+    assert run(capsys, "inspect", "-") == (
+        2,
+        "",
+        "error: not a readable JWT: token is longer than 4096 characters\n",
+    )
+    assert MAX_STDIN_BYTES < endless.given <= 2 * io.DEFAULT_BUFFER_SIZE
+
+
+def test_inspect_stops_reading_200_mb_piped_to_it():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lesson_code", "inspect", "-"]
+    chunks = (b"A" * 1_000_000 for _ in range(200))
+    sent = 0
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(command, env=env, **pipes) as process:
+        try:
+            for chunk in chunks:
+                process.stdin.write(chunk)
+                sent += len(chunk)
+        except BrokenPipeError:
+            pass  # the reader stopped reading and left
+        try:
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        out, err = process.stdout.read(), process.stderr.read()
+    assert (process.returncode, out, err) == (
+        2,
+        b"",
+        b"error: not a readable JWT: token is longer than 4096 characters\n",
+    )
+    assert sent < 20_000_000
+
+
+def test_inspect_from_a_pipe(secret_key):
+    token = create_access_token({"sub": "alice"})
+    result = run_cli("inspect", "-", stdin=token + "\n")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-2:] == ["Signature: valid (HS256 with the configured secret)", "Accepted:  yes"]
+
+
+@pytest.mark.parametrize("command", [["token", "alice"], ["inspect", "garbage"], ["serve"]])
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("", f"JWT_SECRET_KEY is empty: {HOW}"),
+        (
+            "mysecretkey123",
+            f"JWT_SECRET_KEY holds about 72 bits of randomness; HS256 needs at least 256 (RFC 7518, section 3.2): {HOW}",
+        ),
+        (
+            secrets.token_hex(16),
+            f"JWT_SECRET_KEY holds about 128 bits of randomness; HS256 needs at least 256 (RFC 7518, section 3.2): "
+            f"{HOW}",
+        ),
+    ],
+    ids=["empty", "seed lesson's", "token_hex(16)"],
+)
+def test_a_weak_secret_is_one_line_and_exit_2(capsys, monkeypatch, command, secret, message):
+    monkeypatch.setenv("JWT_SECRET_KEY", secret)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("served with a weak secret"))
+    assert run(capsys, *command) == (2, "", f"error: {message}\n")
+
+
+def test_a_secret_file_that_is_not_utf_8_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path):
+    path = tmp_path / ".jwt_secret"
+    path.write_bytes(b"\xff" * 64)
+    path.chmod(0o600)
+    monkeypatch.delenv("JWT_SECRET_KEY")
+    monkeypatch.setenv("JWT_SECRET_FILE", str(path))
+    line = f"error: {path} is not UTF-8 text; delete it to have a new secret made, or set JWT_SECRET_KEY\n"
+    assert run(capsys, "token", "alice") == (2, "", line)
+
+
+def test_serve_runs_the_lesson_app_with_uvicorn(capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    assert run(capsys, "serve", "--host", "127.0.0.2", "--port", "8123") == (0, "", "")
+    assert calls == [(("lesson_code.app:app",), {"host": "127.0.0.2", "port": 8123})]
+
+
+def test_help_reads_well_and_gives_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert out.startswith("usage: python -m lesson_code [-h] COMMAND ...\n")
     for line in (
         "token     print a new access token for a user",
         "inspect   show what a token says and whether it verifies",
+        "serve     run the lesson's API with uvicorn",
     ):
-        assert line in result.stdout
+        assert line in out
+    assert " ".join(out.split()).endswith(
+        "exit status: 0 done (inspect: the token is accepted), 1 inspect: the token is readable but not accepted, "
+        "2 bad input, an unreadable token or an unusable secret (one line on standard error)"
+    )
+
+
+def test_inspect_help_gives_its_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["inspect", "--help"])
+    assert " ".join(capsys.readouterr().out.split()).endswith(
+        "exit status: 0 the token is accepted, 1 it is readable but not accepted, "
+        "2 it is unreadable or the secret is unusable (one line on standard error)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -191,8 +397,8 @@ def test_help_reads_well():
         (-timedelta(minutes=5), "expired 5 min ago"),
     ],
 )
-def test_describe_time_left(left, text):
-    assert describe(left) == text
+def test_format_time_left(left, text):
+    assert format_time_left(left) == text
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl+C does")
