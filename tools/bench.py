@@ -2,6 +2,10 @@
 
     python tools/bench.py [--seconds N] [--compare]
 
+0. Guessing storm: 400 connections guess alice's password while she logs in from another address: the share of
+   guesses answered 401, 429 (limits) and 503 (hashing queue full), her share of 200 and her login latency;
+   once with the default limits, once with the limits lifted (guesses from more addresses than they can tell apart).
+   It runs three times as long as the other runs: the limits stop a guesser only once its first failures are hashed.
 1. Login storm: /users/me throughput while four clients log in non-stop, as a share of its idle throughput.
 2. Protection cost: /users/me (token checked) against the same handler without protection.
 3. Encode and decode time per token: lesson_code against bare python-jose and a standard-library HMAC floor.
@@ -19,11 +23,13 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import timeit
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +41,26 @@ wrk.method = "POST"
 wrk.body = "username=alice&password=wonderland"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 """
+GUESS_SCRIPT = LOGIN_SCRIPT.replace("password=wonderland", "password=guess")
+# Appended to a wrk script: count the answers by status, and print the counts when done.
+STATUS_SCRIPT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d: %d\\n", status, count)) end
+  end
+end
+"""
+STORM_CONNECTIONS = 400
+# As if the guesses came from more addresses than the limits can tell apart: only the hashing queue stands.
+LIMITS_LIFTED = {
+    "LOGIN_FAILURES_PER_ACCOUNT": "1000000/hour",
+    "LOGIN_FAILURES_PER_CLIENT": "1000000/hour",
+    "LOGIN_FAILURES_PER_ACCOUNT_AND_CLIENT": "1000000/hour",
+}
 
 
 def free_port() -> int:
@@ -44,11 +70,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(variant: str, secret: str):
+def server(variant: str, secret: str, settings: dict | None = None):
     """uvicorn, one worker, in its own process; stopped on leaving the block."""
     port = free_port()
     env = {
         **os.environ,
+        **(settings or {}),
         "JWT_SECRET_KEY": secret,
         "BENCH_VARIANT": variant,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tools'}",
@@ -69,7 +96,11 @@ def server(variant: str, secret: str):
         yield base_url
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def start_wrk(url: str, seconds: int, connections: int, *extra: str) -> subprocess.Popen:
@@ -77,7 +108,8 @@ def start_wrk(url: str, seconds: int, connections: int, *extra: str) -> subproce
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def result(process: subprocess.Popen) -> dict:
+def wrk_report(process: subprocess.Popen) -> dict:
+    """The figures of wrk's printed report, and how many answers had each status when STATUS_SCRIPT counted them."""
     output = process.communicate()[0]
     if process.returncode != 0 or "Requests/sec" not in output:
         raise SystemExit(f"bench: wrk failed:\n{output}")
@@ -89,6 +121,7 @@ def result(process: subprocess.Popen) -> dict:
         "failed": int(failed[1]) if failed else 0,
         "socket_errors": errors[1] if errors else "none",
         "max_latency": re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", output)[1],
+        "statuses": {int(code): int(count) for code, count in re.findall(r"^status (\d+): (\d+)$", output, re.M)},
     }
 
 
@@ -105,18 +138,66 @@ def users_me(base_url: str, token: str, seconds: int, path: str = "/users/me") -
 def login_storm(variant: str, secret: str, seconds: int, login_script: str) -> dict:
     with server(variant, secret) as base_url:
         token = get_token(base_url)
-        idle = result(users_me(base_url, token, seconds))
+        idle = wrk_report(users_me(base_url, token, seconds))
         readers = users_me(base_url, token, seconds)
         logins = start_wrk(f"{base_url}/token", seconds, 4, "--script", login_script, "--timeout", "30s")
-        storm, login = result(readers), result(logins)
+        storm, login = wrk_report(readers), wrk_report(logins)
     return {"idle": idle, "storm": storm, "login": login}
+
+
+def legitimate_logins(base_url: str, seconds: int) -> dict:
+    """alice logs in from 127.0.0.2, one login every 50 ms, while the storm comes from 127.0.0.1."""
+    statuses, latencies = Counter(), []
+    deadline = time.monotonic() + seconds
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=base_url, transport=transport, timeout=30) as http:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            response = http.post("/token", data={"username": "alice", "password": "wonderland"})
+            statuses[response.status_code] += 1
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    latencies.sort()
+    return {"statuses": statuses, "latencies": latencies}
+
+
+def guessing_storm(secret: str, seconds: int, guess_script: str, settings: dict | None) -> tuple[dict, dict]:
+    """STORM_CONNECTIONS connections guess alice's password non-stop while she logs in from another address."""
+    with server("lesson", secret, settings) as base_url:
+        guesses = start_wrk(
+            f"{base_url}/token", seconds, STORM_CONNECTIONS, "--script", guess_script, "--timeout", "30s"
+        )
+        alice = legitimate_logins(base_url, seconds)
+        return wrk_report(guesses), alice
+
+
+def share(statuses: dict, status: int) -> str:
+    return f"{statuses.get(status, 0) / max(1, sum(statuses.values())):.0%}"
+
+
+def describe_storm(name: str, guesses: dict, alice: dict) -> str:
+    latencies = alice["latencies"]
+    figures = (
+        f"p50 {statistics.median(latencies) * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
+        if latencies
+        else "none succeeded"
+    )
+    return (
+        f"Guessing storm [{name}]: {STORM_CONNECTIONS} connections, {guesses['requests']} guesses"
+        f" ({guesses['rps']:.0f}/s): 401 {share(guesses['statuses'], 401)}, 429 {share(guesses['statuses'], 429)},"
+        f" 503 {share(guesses['statuses'], 503)}\n"
+        f"  alice meanwhile, from another address: {sum(alice['statuses'].values())} logins, 200"
+        f" {share(alice['statuses'], 200)}, 503 {share(alice['statuses'], 503)}; latency of her successful logins"
+        f" {figures}"
+    )
 
 
 def protection_cost(secret: str, seconds: int) -> tuple[dict, dict]:
     with server("lesson", secret) as base_url:
         token = get_token(base_url)
-        protected = result(users_me(base_url, token, seconds))
-        unprotected = result(users_me(base_url, token, seconds, "/bench/unprotected-me"))
+        protected = wrk_report(users_me(base_url, token, seconds))
+        unprotected = wrk_report(users_me(base_url, token, seconds, "/bench/unprotected-me"))
     return protected, unprotected
 
 
@@ -173,8 +254,11 @@ def ensure_wrk() -> None:
         return
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         print("bench: installing wrk (Debian's package)")
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        except subprocess.CalledProcessError as error:
+            raise SystemExit(f"bench: could not install wrk ({error}); install it with: apt-get install wrk") from None
         return
     raise SystemExit("bench: needs wrk, the HTTP load generator: sudo apt-get install wrk (or brew install wrk)")
 
@@ -194,6 +278,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder, "login.lua")
         script.write_text(LOGIN_SCRIPT)
+        guess_script = Path(folder, "guess.lua")
+        guess_script.write_text(GUESS_SCRIPT + STATUS_SCRIPT)
+        for name, settings in [("default limits", None), ("limits lifted, as from many addresses", LIMITS_LIFTED)]:
+            print(describe_storm(name, *guessing_storm(secret, 3 * args.seconds, str(guess_script), settings)))
+        print()
         for variant in ["lesson", "unlimited", "on-loop"] if args.compare else ["lesson"]:
             run = login_storm(variant, secret, args.seconds, str(script))
             idle, storm, login = run["idle"], run["storm"], run["login"]

@@ -16,10 +16,10 @@ from lesson_code.app import User, app, get_user
 VARIANT = os.environ.get("BENCH_VARIANT", "lesson")
 
 
-async def authenticate_on_the_loop(username: str, password: str):
+async def authenticate_on_the_loop(username: str, password: str, max_waiting: int):
     user = get_user(username)
     verified = lesson.password_hash.verify(password, user.hashed_password if user else lesson.DUMMY_HASH)
-    return user if user and verified else None
+    return user if user and verified and not user.disabled else None
 
 
 if VARIANT == "unlimited":
