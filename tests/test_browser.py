@@ -1,4 +1,4 @@
-"""/docs in a real browser: Swagger UI, served by the app itself, logs in as alice and calls /users/me."""
+"""/docs in a real browser: Swagger UI, served by the app itself, logs in as alice, calls /users/me, keeps nothing."""
 
 import json
 import os
@@ -45,7 +45,9 @@ def test_docs_authorize_and_call_users_me(browser, live_server):
     page.get_by_role("button", name="Authorize").first.click()
     page.locator("#oauth_username").fill("alice")
     page.locator("#oauth_password").fill("wonderland")
-    page.locator(".auth-btn-wrapper button.authorize").click()
+    with page.expect_response(lambda response: response.url.endswith("/token")) as login:
+        page.locator(".auth-btn-wrapper button.authorize").click()
+    token = login.value.json()["access_token"]
     page.locator(".auth-btn-wrapper button", has_text="Logout").wait_for()
     page.locator(".auth-btn-wrapper button.btn-done").click()
 
@@ -64,3 +66,6 @@ def test_docs_authorize_and_call_users_me(browser, live_server):
         "disabled": False,
     }
     assert {url.split("/", 3)[2] for url in requests} == {live_server.split("/")[2]}
+    stored = page.evaluate("JSON.stringify(Object.entries(window.localStorage))")
+    assert "wonderland" not in stored
+    assert token not in stored
