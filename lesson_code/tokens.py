@@ -171,7 +171,7 @@ def _read_secret_file(path: Path) -> str:
         descriptor = os.open(path, flags)
     except OSError:
         if path.is_symlink():
-            _refuse(path, "is a symbolic link, so someone else may have chosen the secret")
+            raise _unsafe(path, "is a symbolic link, so someone else may have chosen the secret") from None
         raise
     try:
         _check_secret_file(path, os.fstat(descriptor))
@@ -179,20 +179,20 @@ def _read_secret_file(path: Path) -> str:
     finally:
         os.close(descriptor)
     if len(data) > MAX_SECRET_LENGTH + 1:
-        _refuse(path, f"is over {MAX_SECRET_LENGTH} bytes, too long for a secret")
+        raise _unsafe(path, f"is over {MAX_SECRET_LENGTH} bytes, too long for a secret")
     try:
         return data.decode()
     except UnicodeDecodeError:
-        _refuse(path, "is not UTF-8 text")
+        raise _unsafe(path, "is not UTF-8 text") from None
 
 
 def _check_secret_file(path: Path, info: os.stat_result) -> None:
     if not stat.S_ISREG(info.st_mode):
-        _refuse(path, "is not a regular file")
+        raise _unsafe(path, "is not a regular file")
     if not hasattr(os, "getuid"):
         return
     if info.st_uid != os.getuid():
-        _refuse(path, f"belongs to user {info.st_uid}, not to you (user {os.getuid()})")
+        raise _unsafe(path, f"belongs to user {info.st_uid}, not to you (user {os.getuid()})")
     if info.st_mode & 0o077:
         raise SecretKeyError(
             f"{path} can be read or changed by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
@@ -200,8 +200,8 @@ def _check_secret_file(path: Path, info: os.stat_result) -> None:
         )
 
 
-def _refuse(path: Path, problem: str) -> None:
-    raise SecretKeyError(f"{path} {problem}; delete it to have a new secret made, or set {ENV_VAR}")
+def _unsafe(path: Path, problem: str) -> SecretKeyError:
+    return SecretKeyError(f"{path} {problem}; delete it to have a new secret made, or set {ENV_VAR}")
 
 
 def _create_secret_file(path: Path) -> None:
