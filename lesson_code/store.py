@@ -1,0 +1,466 @@
+"""Users and sessions in SQL: SQLModel declares the tables, SQLAlchemy Core runs the queries of every request.
+
+SQLite in a file by default (lesson.db next to lesson_code/), any SQLAlchemy URL otherwise (PostgreSQL through
+psycopg 3). Every function takes the engine; only default_database_url() reads the environment.
+"""
+
+import enum
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, bindparam, case, create_engine, event, func, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+DATABASE_URL_ENV_VAR = "DATABASE_URL"
+DEFAULT_DATABASE_FILE = Path(__file__).resolve().parent.parent / "lesson.db"
+REFRESH_LIFETIME = timedelta(days=7)
+SESSION_LIFETIME = timedelta(days=30)
+DEFAULT_SCOPES = "me"
+POOL_SIZE = 40  # as many connections as FastAPI has worker threads (anyio's default), so none is opened per request
+LOCK_TIMEOUT_SECONDS = 5.0  # how long a query waits for a lock before the request is answered 503
+CONNECT_TIMEOUT_SECONDS = 5
+SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creating the schema
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 section 3.3
+DEMO_USERS = (
+    {"username": "alice", "password": "wonderland", "full_name": "Alice Liddell", "email": "alice@example.com"},
+    {"username": "bob", "password": "builder", "full_name": "Bob the Builder", "email": "bob@example.com",
+     "disabled": True},
+    {"username": "carol", "password": "tea-party", "full_name": "Carol Hatter", "email": "carol@example.com",
+     "scopes": "me admin"},
+)  # fmt: skip
+
+
+class StoreError(Exception):
+    """A request the store refuses; str() is one line for a person to read."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be opened, written or reached: at start-up, or during a request (answer 503)."""
+
+
+class UserExists(StoreError):
+    pass
+
+
+class UnknownUser(StoreError):
+    pass
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, on every database (SQLite keeps no time zone: it stores UTC, read as UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware one, such as datetime.now(timezone.utc)")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UserBase(SQLModel):
+    username: str = Field(primary_key=True)
+    full_name: str | None = None
+    email: str | None = None
+    disabled: bool = False
+    scopes: str = DEFAULT_SCOPES  # space-separated, as in a token's scope claim
+
+
+class UserRecord(UserBase, table=True):
+    __tablename__ = "users"
+
+    hashed_password: str
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
+
+
+class UserPublic(UserBase):
+    pass
+
+
+class SessionRecord(SQLModel, table=True):
+    __tablename__ = "sessions"
+
+    id: str = Field(primary_key=True)  # the sid claim of the session's tokens
+    username: str = Field(foreign_key="users.username", ondelete="CASCADE", index=True)
+    scope: str  # granted at login
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)  # the absolute end, however often it is refreshed
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    refresh_jti: str  # the one refresh token valid now; only its id is kept, never the token
+    refresh_expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Rotation(enum.Enum):
+    ROTATED = "rotated"
+    REUSED = "reused"  # a spent refresh token came back: the session has just been ended
+    EXPIRED = "expired"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    outcome: Rotation
+    username: str | None = None
+    scope: str | None = None
+    refresh_expires_at: datetime | None = None
+
+
+users = UserRecord.__table__
+sessions = SessionRecord.__table__
+NOW = bindparam("now", type_=UTCDateTime())
+LIVE_SESSION = (sessions.c.ended_at.is_(None), sessions.c.expires_at > NOW)
+PUBLIC_COLUMNS = [users.c[name] for name in UserPublic.model_fields]
+ACTIVE_SESSION_USER = (
+    select(*PUBLIC_COLUMNS)
+    .join(sessions, sessions.c.username == users.c.username)
+    .where(sessions.c.id == bindparam("sid"), *LIVE_SESSION, users.c.disabled.is_(False))
+)
+INSERT_OR_IGNORE = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+REFRESH_UNTIL = bindparam("refresh_until", type_=UTCDateTime())
+ROTATE_REFRESH = (
+    update(sessions)
+    .where(
+        sessions.c.id == bindparam("sid"),
+        sessions.c.refresh_jti == bindparam("presented_jti"),
+        *LIVE_SESSION,
+        sessions.c.refresh_expires_at > NOW,
+    )
+    .values(
+        refresh_jti=bindparam("new_jti"),
+        refresh_expires_at=case((sessions.c.expires_at < REFRESH_UNTIL, sessions.c.expires_at), else_=REFRESH_UNTIL),
+    )
+)
+SESSION_AFTER_ROTATION = select(
+    sessions.c.username, sessions.c.scope, sessions.c.refresh_jti, sessions.c.refresh_expires_at, sessions.c.ended_at
+).where(sessions.c.id == bindparam("sid"))
+
+
+def default_database_url() -> str:
+    """DATABASE_URL from the environment, else SQLite in lesson.db at the repository's root."""
+    return os.environ.get(DATABASE_URL_ENV_VAR) or f"sqlite:///{DEFAULT_DATABASE_FILE}"
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def make_engine(
+    url: str | None = None, pool_size: int = POOL_SIZE, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> Engine:
+    """An engine with a pool of kept-open connections; SQLite in WAL mode with foreign keys and a busy timeout."""
+    parsed = make_url(url or default_database_url())
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args = {"timeout": lock_timeout, "check_same_thread": False}
+        if parsed.database in (None, "", ":memory:"):
+            engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+        else:
+            engine = create_engine(parsed, connect_args=connect_args, pool_size=pool_size)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    connect_args = {}
+    if backend == "postgresql":
+        timeout_ms = int(lock_timeout * 1000)
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": f"-c lock_timeout={timeout_ms}"}
+    return create_engine(parsed, connect_args=connect_args, pool_size=pool_size)
+
+
+def describe_failure(engine: Engine, error: BaseException) -> str:
+    """One line saying what is wrong with the database and where."""
+    url = engine.url
+    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    message = " ".join(str(cause).split("\n")[0].split()) or type(cause).__name__
+    if url.get_backend_name() != "sqlite":
+        where = url.host or url.query.get("host") or "localhost"
+        return f"database {url.database!r} on {where} is unavailable: {message}"
+    path = Path(url.database or ":memory:")
+    if "unable to open database file" in message and not path.parent.is_dir():
+        return f"SQLite database {path}: the folder {path.parent} does not exist"
+    if "unable to open database file" in message:
+        return f"SQLite database {path} cannot be opened: the file and its folder must be readable and writable"
+    if "not a database" in message or "malformed" in message:
+        return f"SQLite database {path} is corrupt or not an SQLite file ({message}): restore it or move it away"
+    if "readonly" in message:
+        return f"SQLite database {path} is read-only: the file and its folder must be writable"
+    if "locked" in message:
+        return f"SQLite database {path} is locked: another process has held it for too long"
+    return f"SQLite database {path} failed: {message}"
+
+
+@contextmanager
+def _translated(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.IntegrityError:
+        raise
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
+        raise DatabaseUnavailable(describe_failure(engine, error)) from error
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    with _translated(engine), engine.connect() as connection:
+        yield connection
+
+
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the write lock from its start on SQLite, so writers queue instead of failing."""
+    with _translated(engine), engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield connection
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and indexes (never alters existing ones), then check the database can be written."""
+    with _writing(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
+        for table in SQLModel.metadata.sorted_tables:
+            connection.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                connection.execute(CreateIndex(index, if_not_exists=True))
+        connection.execute(sessions.delete().where(sessions.c.id == ""))  # any write fails on a read-only database
+
+
+def _insert_unless_present(connection: Connection, user: dict[str, Any]) -> bool:
+    if connection.dialect.name not in INSERT_OR_IGNORE:
+        raise StoreError(f"seeding needs SQLite or PostgreSQL, not {connection.dialect.name}")
+    statement = INSERT_OR_IGNORE[connection.dialect.name](users).on_conflict_do_nothing(index_elements=["username"])
+    counted = {"preserve_rowcount": True}  # psycopg keeps no row count for INSERT otherwise
+    return connection.execute(statement, user, execution_options=counted).rowcount == 1
+
+
+def seed_demo_users(engine: Engine, hash_password: Callable[[str], str], now: datetime | None = None) -> list[str]:
+    """Add the demo users that are missing (alice, bob, carol); safe when several workers start at once."""
+    with _reading(engine) as connection:
+        wanted = [user["username"] for user in DEMO_USERS]
+        present = set(connection.scalars(select(users.c.username).where(users.c.username.in_(wanted))))
+    missing = [dict(user) for user in DEMO_USERS if user["username"] not in present]
+    for user in missing:
+        user["hashed_password"] = hash_password(user.pop("password"))
+        user.setdefault("disabled", False)
+        user.setdefault("scopes", DEFAULT_SCOPES)
+        user["created_at"] = now or utc_now()
+    added = []
+    with _writing(engine) as connection:
+        for user in missing:
+            if _insert_unless_present(connection, user):
+                added.append(user["username"])
+    return added
+
+
+def normalise_scopes(scopes: str | Iterable[str]) -> str:
+    """Scopes as one space-separated string, each once, in the order given; refuses a malformed scope."""
+    names = scopes.split() if isinstance(scopes, str) else [name for scope in scopes for name in scope.split()]
+    for name in names:
+        if not SCOPE_TOKEN.fullmatch(name):
+            raise StoreError(f"invalid scope {name!r}: use printable ASCII without spaces, quotes or backslashes")
+    if not names:
+        raise StoreError("a user needs at least one scope")
+    return " ".join(dict.fromkeys(names))
+
+
+def get_user(engine: Engine, username: str) -> UserRecord | None:
+    """The user with the password hash (for logging in), or None."""
+    with _reading(engine) as connection:
+        row = connection.execute(select(users).where(users.c.username == username)).first()
+    return None if row is None else UserRecord.model_validate(row._mapping)
+
+
+def list_users(engine: Engine) -> list[UserPublic]:
+    """Every user, by name, without password hashes."""
+    with _reading(engine) as connection:
+        rows = connection.execute(select(*PUBLIC_COLUMNS).order_by(users.c.username))
+        return [UserPublic.model_validate(row._mapping) for row in rows]
+
+
+def add_user(
+    engine: Engine,
+    username: str,
+    hashed_password: str,
+    *,
+    full_name: str | None = None,
+    email: str | None = None,
+    scopes: str | Iterable[str] = DEFAULT_SCOPES,
+    disabled: bool = False,
+    now: datetime | None = None,
+) -> UserRecord:
+    """Add a user; UserExists when the name is taken."""
+    user = UserRecord(
+        username=username,
+        hashed_password=hashed_password,
+        full_name=full_name,
+        email=email,
+        scopes=normalise_scopes(scopes),
+        disabled=disabled,
+        created_at=now or utc_now(),
+    )
+    try:
+        with _writing(engine) as connection:
+            connection.execute(insert(users), user.model_dump())
+    except sa_exc.IntegrityError:
+        raise UserExists(f"user {username!r} already exists") from None
+    return user
+
+
+def _end_sessions_of(connection: Connection, username: str, now: datetime) -> int:
+    statement = update(sessions).where(sessions.c.username == username, sessions.c.ended_at.is_(None))
+    return connection.execute(statement.values(ended_at=now)).rowcount
+
+
+def _update_user(connection: Connection, username: str, **values: Any) -> None:
+    if connection.execute(update(users).where(users.c.username == username).values(**values)).rowcount != 1:
+        raise UnknownUser(f"no user named {username!r}")
+
+
+def set_disabled(engine: Engine, username: str, disabled: bool, now: datetime | None = None) -> int:
+    """Disable (ending every session of the user) or enable a user; returns the number of sessions ended."""
+    with _writing(engine) as connection:
+        _update_user(connection, username, disabled=disabled)
+        return _end_sessions_of(connection, username, now or utc_now()) if disabled else 0
+
+
+def set_password(engine: Engine, username: str, hashed_password: str, now: datetime | None = None) -> int:
+    """Store a new password hash and end every session of the user; returns the number of sessions ended."""
+    with _writing(engine) as connection:
+        _update_user(connection, username, hashed_password=hashed_password)
+        return _end_sessions_of(connection, username, now or utc_now())
+
+
+def set_scopes(engine: Engine, username: str, scopes: str | Iterable[str], now: datetime | None = None) -> int:
+    """Replace a user's scopes; taking one away ends every session of the user. Returns the number ended."""
+    new_scopes = normalise_scopes(scopes)
+    with _writing(engine) as connection:
+        query = select(users.c.scopes).where(users.c.username == username).with_for_update()
+        old_scopes = connection.scalar(query)
+        if old_scopes is None:
+            raise UnknownUser(f"no user named {username!r}")
+        _update_user(connection, username, scopes=new_scopes)
+        if set(old_scopes.split()) <= set(new_scopes.split()):
+            return 0
+        return _end_sessions_of(connection, username, now or utc_now())
+
+
+def end_user_sessions(engine: Engine, username: str, now: datetime | None = None) -> int:
+    """End every live session of a user (log out everywhere); returns how many there were."""
+    with _writing(engine) as connection:
+        return _end_sessions_of(connection, username, now or utc_now())
+
+
+def new_token_id() -> str:
+    """A random, URL-safe id of 256 bits, for a session (sid) or a refresh token (jti)."""
+    return secrets.token_urlsafe(32)
+
+
+def start_session(
+    engine: Engine,
+    username: str,
+    scope: str,
+    now: datetime,
+    refresh_lifetime: timedelta = REFRESH_LIFETIME,
+    session_lifetime: timedelta = SESSION_LIFETIME,
+) -> tuple[str, str]:
+    """Start a session at login; returns (sid, refresh_jti) for the tokens to carry."""
+    sid, refresh_jti = new_token_id(), new_token_id()
+    expires_at = now + session_lifetime
+    row = {
+        "id": sid,
+        "username": username,
+        "scope": scope,
+        "created_at": now,
+        "expires_at": expires_at,
+        "ended_at": None,
+        "refresh_jti": refresh_jti,
+        "refresh_expires_at": min(now + refresh_lifetime, expires_at),
+    }
+    try:
+        with _writing(engine) as connection:
+            connection.execute(insert(sessions), row)
+    except sa_exc.IntegrityError:
+        raise UnknownUser(f"no user named {username!r}") from None
+    return sid, refresh_jti
+
+
+def rotate_refresh(
+    engine: Engine,
+    sid: str,
+    presented_jti: str,
+    new_jti: str,
+    now: datetime,
+    refresh_lifetime: timedelta = REFRESH_LIFETIME,
+) -> RotationResult:
+    """Spend the session's current refresh id for new_jti; a spent one presented again ends the session (REUSED)."""
+    parameters = {"sid": sid, "presented_jti": presented_jti, "new_jti": new_jti, "now": now}
+    with _writing(engine) as connection:
+        rotated = connection.execute(ROTATE_REFRESH, {**parameters, "refresh_until": now + refresh_lifetime})
+        row = connection.execute(SESSION_AFTER_ROTATION, {"sid": sid}).first()
+        if rotated.rowcount == 1:
+            return RotationResult(Rotation.ROTATED, row.username, row.scope, row.refresh_expires_at)
+        if row is None:
+            return RotationResult(Rotation.UNKNOWN)
+        if row.ended_at is not None:
+            return RotationResult(Rotation.ENDED, row.username)
+        if row.refresh_jti != presented_jti:
+            connection.execute(
+                update(sessions).where(sessions.c.id == sid, sessions.c.ended_at.is_(None)).values(ended_at=now)
+            )
+            return RotationResult(Rotation.REUSED, row.username)
+        return RotationResult(Rotation.EXPIRED, row.username)
+
+
+def end_session(engine: Engine, sid: str, now: datetime) -> bool:
+    """End one session (logout, revocation); False when it was unknown or already over."""
+    statement = update(sessions).where(sessions.c.id == sid, sessions.c.ended_at.is_(None)).values(ended_at=now)
+    with _writing(engine) as connection:
+        return connection.execute(statement).rowcount == 1
+
+
+def get_session(engine: Engine, sid: str) -> SessionRecord | None:
+    """A session as stored, live or not, or None."""
+    with _reading(engine) as connection:
+        row = connection.execute(select(sessions).where(sessions.c.id == sid)).first()
+    return None if row is None else SessionRecord.model_validate(row._mapping)
+
+
+def active_session_user(engine: Engine, sid: str, now: datetime) -> UserPublic | None:
+    """The user of a live session who is not disabled, or None: one SELECT, run for every protected request."""
+    try:  # what _reading() does, written out: this runs on every request
+        with engine.connect() as connection:
+            row = connection.execute(ACTIVE_SESSION_USER, {"sid": sid, "now": now}).first()
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
+        raise DatabaseUnavailable(describe_failure(engine, error)) from error
+    return None if row is None else UserPublic(**row._mapping)

@@ -1,0 +1,552 @@
+"""lesson_code/store.py on SQLite (a file in tmp_path) and on a real PostgreSQL server, in the same test functions."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, inspect, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import QueuePool
+
+from lesson_code import store
+from lesson_code.store import Rotation, RotationResult, UserPublic
+from tests.utils import postgres
+from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through the db fixture)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+ALICE = UserPublic(username="alice", full_name="Alice Liddell", email="alice@example.com", disabled=False, scopes="me")
+BOB = UserPublic(username="bob", full_name="Bob the Builder", email="bob@example.com", disabled=True, scopes="me")
+CAROL = UserPublic(
+    username="carol", full_name="Carol Hatter", email="carol@example.com", disabled=False, scopes="me admin"
+)
+THREAD_TIMEOUT = 60
+
+
+def fake_hash(password: str) -> str:
+    return f"hashed:{password}"
+
+
+@dataclass
+class Database:
+    kind: str
+    url: str
+    engine: Engine
+    make_unavailable: Callable[[], None]
+    unavailable_message: Callable[[str], bool]
+
+
+def _garble_sqlite_files(path: Path) -> None:
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            with open(name, "r+b") as file:
+                file.write(b"garbage!" * (name.stat().st_size // 8))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database, with no schema yet."""
+    if request.param == "sqlite":
+        path = tmp_path / "lesson.db"
+        engine = store.make_engine(f"sqlite:///{path}")
+        corrupt = f"SQLite database {path} is corrupt or not an SQLite file (file is not a database): restore it or move it away"
+        yield Database("sqlite", f"sqlite:///{path}", engine, lambda: _garble_sqlite_files(path), corrupt.__eq__)
+        engine.dispose()
+        return
+    server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database() as url:
+        engine = store.make_engine(url)
+        prefix = f"database {engine.url.database!r} on {server.folder} is unavailable: "
+        yield Database("postgresql", url, engine, server.stop, lambda message: message.startswith(prefix))
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(db: Database) -> Engine:
+    """The database with its schema and the demo users."""
+    store.create_schema(db.engine)
+    store.seed_demo_users(db.engine, fake_hash, now=NOW)
+    return db.engine
+
+
+def in_threads(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(0) ... work(count - 1) in threads released at the same moment; their results, or their exceptions."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait(timeout=THREAD_TIMEOUT)
+        try:
+            results[index] = work(index)
+        except Exception as error:  # reported to the test, which expects none
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=THREAD_TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def session_row(engine: Engine, sid: str) -> store.SessionRecord:
+    session = store.get_session(engine, sid)
+    assert session is not None
+    return session
+
+
+def test_create_schema_is_idempotent(db: Database) -> None:
+    store.create_schema(db.engine)
+    store.add_user(db.engine, "dave", "hashed:x", now=NOW)
+    store.create_schema(db.engine)
+
+    schema = inspect(db.engine)
+    assert sorted(schema.get_table_names()) == ["sessions", "users"]
+    assert [column["name"] for column in schema.get_columns("users")] == [
+        "username",
+        "full_name",
+        "email",
+        "disabled",
+        "scopes",
+        "hashed_password",
+        "created_at",
+    ]
+    assert [column["name"] for column in schema.get_columns("sessions")] == [
+        "id",
+        "username",
+        "scope",
+        "created_at",
+        "expires_at",
+        "ended_at",
+        "refresh_jti",
+        "refresh_expires_at",
+    ]
+    assert [index["column_names"] for index in schema.get_indexes("sessions")] == [["username"]]
+    assert [key["referred_table"] for key in schema.get_foreign_keys("sessions")] == ["users"]
+    assert [user.username for user in store.list_users(db.engine)] == ["dave"]
+
+
+def test_seed_demo_users_once(db: Database) -> None:
+    store.create_schema(db.engine)
+    hashed = []
+
+    def counting_hash(password: str) -> str:
+        hashed.append(password)
+        return fake_hash(password)
+
+    assert store.seed_demo_users(db.engine, counting_hash, now=NOW) == ["alice", "bob", "carol"]
+    assert store.seed_demo_users(db.engine, counting_hash, now=NOW) == []
+    assert hashed == ["wonderland", "builder", "tea-party"]  # nothing hashed when nothing is missing
+    assert store.list_users(db.engine) == [ALICE, BOB, CAROL]
+    alice = store.get_user(db.engine, "alice")
+    assert alice is not None
+    assert (alice.hashed_password, alice.created_at) == ("hashed:wonderland", NOW)
+
+
+def test_two_workers_start_at_once(db: Database) -> None:
+    both_hashing = threading.Barrier(2)
+
+    def hash_after_the_other_looked(password: str) -> str:
+        if password == "wonderland":
+            both_hashing.wait(timeout=THREAD_TIMEOUT)  # both workers have found alice missing
+        return fake_hash(password)
+
+    def start_worker(_: int) -> list[str]:
+        engine = store.make_engine(db.url)
+        try:
+            store.create_schema(engine)
+            return store.seed_demo_users(engine, hash_after_the_other_looked, now=NOW)
+        finally:
+            engine.dispose()
+
+    first, second = in_threads(2, start_worker)
+    assert isinstance(first, list) and isinstance(second, list), (first, second)
+    assert sorted(first + second) == ["alice", "bob", "carol"]
+    assert store.list_users(db.engine) == [ALICE, BOB, CAROL]
+
+
+def test_add_user(engine: Engine) -> None:
+    added = store.add_user(
+        engine, "dave", "hashed:pw", full_name="Dave", email="dave@example.com", scopes="me me admin", now=NOW
+    )
+    assert (added.username, added.scopes, added.created_at) == ("dave", "me admin", NOW)
+    assert store.get_user(engine, "dave") == store.UserRecord(
+        username="dave",
+        full_name="Dave",
+        email="dave@example.com",
+        disabled=False,
+        scopes="me admin",
+        hashed_password="hashed:pw",
+        created_at=NOW,
+    )
+    assert store.get_user(engine, "nobody") is None
+    with pytest.raises(store.UserExists, match=r"^user 'dave' already exists$"):
+        store.add_user(engine, "dave", "hashed:other")
+    with pytest.raises(store.UserExists, match=r"^user 'alice' already exists$"):
+        store.add_user(engine, "alice", "hashed:other")
+    with pytest.raises(store.StoreError, match=r"^invalid scope 'b\"ad': use printable ASCII"):
+        store.add_user(engine, "erin", "hashed:pw", scopes='me b"ad')
+    with pytest.raises(store.StoreError, match=r"^a user needs at least one scope$"):
+        store.add_user(engine, "erin", "hashed:pw", scopes=" ")
+    assert [user.username for user in store.list_users(engine)] == ["alice", "bob", "carol", "dave"]
+    assert store.get_user(engine, "alice").hashed_password == "hashed:wonderland"
+
+
+def test_disable_and_enable(engine: Engine) -> None:
+    first, _ = store.start_session(engine, "alice", "me", NOW)
+    second, _ = store.start_session(engine, "alice", "me", NOW)
+    carols, _ = store.start_session(engine, "carol", "me", NOW)
+
+    assert store.set_disabled(engine, "alice", True, now=NOW) == 2
+    assert store.get_user(engine, "alice").disabled is True
+    assert store.active_session_user(engine, first, NOW) is None
+    assert session_row(engine, second).ended_at == NOW
+    assert store.active_session_user(engine, carols, NOW) == CAROL
+
+    assert store.set_disabled(engine, "alice", False, now=NOW) == 0
+    assert store.get_user(engine, "alice").disabled is False
+    assert store.active_session_user(engine, first, NOW) is None  # enabling does not bring sessions back
+    fresh, _ = store.start_session(engine, "alice", "me", NOW)
+    assert store.active_session_user(engine, fresh, NOW) == ALICE
+    with pytest.raises(store.UnknownUser, match=r"^no user named 'zed'$"):
+        store.set_disabled(engine, "zed", True)
+
+
+def test_set_password_ends_sessions(engine: Engine) -> None:
+    sid, _ = store.start_session(engine, "alice", "me", NOW)
+    assert store.set_password(engine, "alice", "hashed:new", now=NOW) == 1
+    assert store.get_user(engine, "alice").hashed_password == "hashed:new"
+    assert store.active_session_user(engine, sid, NOW) is None
+    assert store.set_password(engine, "alice", "hashed:newer", now=NOW) == 0
+    with pytest.raises(store.UnknownUser, match=r"^no user named 'zed'$"):
+        store.set_password(engine, "zed", "hashed:x")
+
+
+def test_set_scopes(engine: Engine) -> None:
+    sid, _ = store.start_session(engine, "alice", "me", NOW)
+    assert store.set_scopes(engine, "alice", ["me", "admin"], now=NOW) == 0  # adding a scope ends nothing
+    assert store.get_user(engine, "alice").scopes == "me admin"
+    assert store.active_session_user(engine, sid, NOW) == ALICE.model_copy(update={"scopes": "me admin"})
+
+    assert store.set_scopes(engine, "alice", "admin me admin", now=NOW) == 0  # the same set, reordered
+    assert store.get_user(engine, "alice").scopes == "admin me"
+    assert store.set_scopes(engine, "alice", "me", now=NOW) == 1  # taking one away ends the sessions
+    assert store.active_session_user(engine, sid, NOW) is None
+    assert session_row(engine, sid).ended_at == NOW
+    with pytest.raises(store.UnknownUser, match=r"^no user named 'zed'$"):
+        store.set_scopes(engine, "zed", "me")
+    with pytest.raises(store.StoreError, match=r"^invalid scope 'a\\\\b': use printable ASCII"):
+        store.set_scopes(engine, "alice", "a\\b")
+    assert store.get_user(engine, "alice").scopes == "me"
+
+
+def test_start_session(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "carol", "me admin", NOW)
+    assert len(sid) == len(jti) == 43 and sid != jti
+    assert set(sid + jti) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert store.get_session(engine, sid) == store.SessionRecord(
+        id=sid,
+        username="carol",
+        scope="me admin",
+        created_at=NOW,
+        expires_at=NOW + timedelta(days=30),
+        ended_at=None,
+        refresh_jti=jti,
+        refresh_expires_at=NOW + timedelta(days=7),
+    )
+    with pytest.raises(store.UnknownUser, match=r"^no user named 'zed'$"):
+        store.start_session(engine, "zed", "me", NOW)
+
+
+def test_times_are_stored_as_utc_and_read_as_aware_utc(engine: Engine) -> None:
+    paris = timezone(timedelta(hours=1))
+    sid, _ = store.start_session(engine, "alice", "me", NOW.astimezone(paris))
+    session = session_row(engine, sid)
+    assert (session.created_at, session.created_at.tzinfo) == (NOW, timezone.utc)
+    assert session.expires_at.tzinfo is timezone.utc
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT created_at FROM sessions")).scalar_one()
+    if engine.dialect.name == "sqlite":
+        assert stored == "2030-01-02 03:04:05.678901"  # UTC, not 04:04 Paris time
+    else:
+        assert stored == NOW
+    with pytest.raises(sa_exc.StatementError, match="naive datetime"):
+        store.start_session(engine, "alice", "me", NOW.replace(tzinfo=None))
+
+
+def test_rotation_then_reuse_ends_the_session(engine: Engine) -> None:
+    sid, first = store.start_session(engine, "alice", "me", NOW)
+    later = NOW + timedelta(hours=1)
+
+    assert store.rotate_refresh(engine, sid, first, "second", later) == RotationResult(
+        Rotation.ROTATED, "alice", "me", later + timedelta(days=7)
+    )
+    assert session_row(engine, sid).refresh_jti == "second"
+    assert store.active_session_user(engine, sid, later) == ALICE
+
+    assert store.rotate_refresh(engine, sid, first, "thief", later) == RotationResult(Rotation.REUSED, "alice")
+    assert session_row(engine, sid).ended_at == later
+    assert store.active_session_user(engine, sid, later) is None
+    assert store.rotate_refresh(engine, sid, "second", "victim", later) == RotationResult(Rotation.ENDED, "alice")
+    assert store.rotate_refresh(engine, sid, "thief", "again", later) == RotationResult(Rotation.ENDED, "alice")
+    assert store.rotate_refresh(engine, "no-such-session", first, "x", later) == RotationResult(Rotation.UNKNOWN)
+    assert session_row(engine, sid).refresh_jti == "second"
+
+
+def test_eight_rotations_at_once_have_one_winner(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+
+    results = in_threads(8, lambda index: store.rotate_refresh(engine, sid, jti, f"new-{index}", NOW))
+
+    assert all(isinstance(result, RotationResult) for result in results), results
+    outcomes = [result.outcome for result in results]
+    assert outcomes.count(Rotation.ROTATED) == 1
+    assert set(outcomes) - {Rotation.ROTATED} <= {Rotation.REUSED, Rotation.ENDED}
+    assert Rotation.REUSED in outcomes  # the first loser finds a spent token: reuse, and the session ends
+    winner = outcomes.index(Rotation.ROTATED)
+    assert session_row(engine, sid).refresh_jti == f"new-{winner}"
+    assert session_row(engine, sid).ended_at == NOW
+    assert store.rotate_refresh(engine, sid, f"new-{winner}", "next", NOW).outcome is Rotation.ENDED
+
+
+def test_refresh_token_expiry(engine: Engine) -> None:
+    hour = timedelta(hours=1)
+    sid, first = store.start_session(engine, "alice", "me", NOW, refresh_lifetime=hour)
+    assert session_row(engine, sid).refresh_expires_at == NOW + hour
+
+    almost = NOW + hour - timedelta(microseconds=1)
+    assert store.rotate_refresh(engine, sid, first, "second", almost, refresh_lifetime=hour) == RotationResult(
+        Rotation.ROTATED, "alice", "me", almost + hour
+    )
+    expired = almost + hour
+    assert store.rotate_refresh(engine, sid, "second", "third", expired, refresh_lifetime=hour) == RotationResult(
+        Rotation.EXPIRED, "alice"
+    )
+    assert session_row(engine, sid).ended_at is None
+    assert store.active_session_user(engine, sid, expired) == ALICE  # access tokens live on until the session ends
+
+
+def test_session_ends_at_its_absolute_end(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW, session_lifetime=timedelta(hours=2))
+    end = NOW + timedelta(hours=2)
+    assert session_row(engine, sid).refresh_expires_at == end  # never later than the session's end
+
+    result = store.rotate_refresh(engine, sid, jti, "second", NOW + timedelta(hours=1))
+    assert result == RotationResult(Rotation.ROTATED, "alice", "me", end)  # refreshing does not extend it
+    assert store.active_session_user(engine, sid, end - timedelta(microseconds=1)) == ALICE
+    assert store.active_session_user(engine, sid, end) is None
+    assert store.rotate_refresh(engine, sid, "second", "third", end) == RotationResult(Rotation.EXPIRED, "alice")
+
+
+def test_end_session(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+    other, _ = store.start_session(engine, "alice", "me", NOW)
+    later = NOW + timedelta(minutes=5)
+
+    assert store.end_session(engine, sid, later) is True
+    assert store.end_session(engine, sid, later + timedelta(minutes=1)) is False
+    assert store.end_session(engine, "no-such-session", later) is False
+    assert session_row(engine, sid).ended_at == later
+    assert store.active_session_user(engine, sid, later) is None
+    assert store.rotate_refresh(engine, sid, jti, "next", later) == RotationResult(Rotation.ENDED, "alice")
+    assert store.active_session_user(engine, other, later) == ALICE
+
+
+def test_end_user_sessions(engine: Engine) -> None:
+    alices = [store.start_session(engine, "alice", "me", NOW)[0] for _ in range(2)]
+    carols, _ = store.start_session(engine, "carol", "me", NOW)
+    store.end_session(engine, alices[0], NOW)
+
+    assert store.end_user_sessions(engine, "alice", now=NOW + timedelta(seconds=1)) == 1
+    assert [session_row(engine, sid).ended_at for sid in alices] == [NOW, NOW + timedelta(seconds=1)]
+    assert store.end_user_sessions(engine, "alice") == 0
+    assert store.end_user_sessions(engine, "zed") == 0
+    assert store.active_session_user(engine, carols, NOW) == CAROL
+
+
+def test_active_session_user(engine: Engine) -> None:
+    live, _ = store.start_session(engine, "carol", "me", NOW)
+    short, _ = store.start_session(engine, "carol", "me", NOW, session_lifetime=timedelta(minutes=1))
+    ended, _ = store.start_session(engine, "carol", "me", NOW)
+    store.end_session(engine, ended, NOW)
+
+    assert store.active_session_user(engine, live, NOW) == CAROL
+    assert store.active_session_user(engine, short, NOW + timedelta(seconds=59)) == CAROL
+    assert store.active_session_user(engine, short, NOW + timedelta(minutes=1)) is None
+    assert store.active_session_user(engine, ended, NOW) is None
+    assert store.active_session_user(engine, "no-such-session", NOW) is None
+    with engine.begin() as connection:  # disabled behind the store's back: the join still refuses the user
+        connection.execute(update(store.users).where(store.users.c.username == "carol").values(disabled=True))
+    assert store.active_session_user(engine, live, NOW) is None
+
+
+def test_requests_reuse_pooled_connections(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+    opened = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+
+    results = in_threads(8, lambda _: [store.active_session_user(engine, sid, NOW) for _ in range(20)])
+    assert results == [[ALICE] * 20] * 8
+    connections_for_eight_threads = len(opened)
+    for _ in range(100):
+        assert store.active_session_user(engine, sid, NOW) == ALICE
+        store.get_user(engine, "alice")
+    assert store.rotate_refresh(engine, sid, jti, "next", NOW).outcome is Rotation.ROTATED
+    assert len(opened) == connections_for_eight_threads <= 8
+    assert isinstance(engine.pool, QueuePool) and engine.pool.size() == store.POOL_SIZE
+
+
+def test_database_going_away_during_requests(engine: Engine, db: Database) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+    assert store.active_session_user(engine, sid, NOW) == ALICE
+
+    db.make_unavailable()
+
+    calls = {
+        "active_session_user": lambda: store.active_session_user(engine, sid, NOW),
+        "rotate_refresh": lambda: store.rotate_refresh(engine, sid, jti, "next", NOW),
+        "start_session": lambda: store.start_session(engine, "alice", "me", NOW),
+        "get_user": lambda: store.get_user(engine, "alice"),
+        "end_session": lambda: store.end_session(engine, sid, NOW),
+    }
+    for name, call in calls.items():
+        with pytest.raises(store.DatabaseUnavailable) as caught:
+            call()
+        assert db.unavailable_message(str(caught.value)), (name, str(caught.value))
+        assert "\n" not in str(caught.value)
+        assert isinstance(caught.value.__cause__, sa_exc.DBAPIError)
+
+
+def test_a_lock_held_too_long_is_unavailable_not_a_hang(engine: Engine, db: Database) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+    impatient = store.make_engine(db.url, lock_timeout=0.2)
+    if db.kind == "sqlite":
+        holder = sqlite3.connect(impatient.url.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        expected = f"SQLite database {impatient.url.database} is locked: another process has held it for too long"
+    else:
+        holder = create_engine(db.url).raw_connection()
+        holder.cursor().execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (sid,))
+        folder = impatient.url.query["host"]
+        expected = (
+            f"database {impatient.url.database!r} on {folder} is unavailable: canceling statement due to lock timeout"
+        )
+    try:
+        assert store.active_session_user(impatient, sid, NOW) == ALICE  # readers are not blocked
+        with pytest.raises(store.DatabaseUnavailable) as caught:
+            store.rotate_refresh(impatient, sid, jti, "next", NOW)
+        assert str(caught.value) == expected
+    finally:
+        holder.rollback()
+        holder.close()
+    assert store.rotate_refresh(impatient, sid, jti, "next", NOW).outcome is Rotation.ROTATED
+    impatient.dispose()
+
+
+def _read_only_start_up(path: Path) -> str:
+    """create_schema on a read-only file, in a process that file permissions apply to (root drops its override)."""
+    path.chmod(0o444)
+    path.parent.chmod(0o555)
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"] if os.geteuid() == 0 else []
+    program = (
+        "import sys\nfrom lesson_code import store\n"
+        "try:\n    store.create_schema(store.make_engine(sys.argv[1]))\n"
+        "except store.DatabaseUnavailable as error:\n    print(error)\n"
+    )
+    try:
+        result = subprocess.run(
+            [*drop, sys.executable, "-c", program, f"sqlite:///{path}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+    finally:
+        path.parent.chmod(0o755)
+    assert (result.returncode, result.stderr) == (0, "")
+    return result.stdout.strip()
+
+
+START_UP_CASES = [
+    "sqlite: no such folder",
+    "sqlite: garbage",
+    "sqlite: read-only",
+    "postgresql: no server",
+    "postgresql: no such database",
+]
+
+
+@pytest.mark.parametrize("case", START_UP_CASES)
+def test_start_up_failure_is_one_clear_line(case: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    path = folder / "lesson.db"
+    if case == "sqlite: read-only":
+        store.create_schema(store.make_engine(f"sqlite:///{path}"))
+        message = _read_only_start_up(path)
+        assert message == f"SQLite database {path} is read-only: the file and its folder must be writable"
+        return
+    if case == "sqlite: no such folder":
+        missing = tmp_path / "missing"
+        url = f"sqlite:///{missing / 'lesson.db'}"
+        expected = f"SQLite database {missing / 'lesson.db'}: the folder {missing} does not exist"
+    elif case == "sqlite: garbage":
+        path.write_bytes(bytes(range(256)) * 64)
+        url = f"sqlite:///{path}"
+        expected = (
+            f"SQLite database {path} is corrupt or not an SQLite file (file is not a database): "
+            "restore it or move it away"
+        )
+    elif case == "postgresql: no server":
+        url = f"postgresql://postgres@/lessons?host={folder}"
+        expected = (
+            f"database 'lessons' on {folder} is unavailable: connection is bad: connection to server on socket "
+            f'"{folder}/.s.PGSQL.5432" failed: No such file or directory'
+        )
+    else:
+        server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.url("no_such_database")
+        expected = (
+            f"database 'no_such_database' on {server.folder} is unavailable: connection failed: connection to server "
+            f'on socket "{server.folder}/.s.PGSQL.5432" failed: FATAL: database "no_such_database" does not exist'
+        )
+    engine = store.make_engine(url)
+    with pytest.raises(store.DatabaseUnavailable) as caught:
+        store.create_schema(engine)
+    engine.dispose()
+    assert str(caught.value) == expected
+
+
+def test_default_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert store.default_database_url() == f"sqlite:///{REPO_ROOT / 'lesson.db'}"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@db.internal/lessons")
+    assert store.default_database_url() == "postgresql://app@db.internal/lessons"
+    assert store.make_engine().url.render_as_string() == "postgresql+psycopg://app@db.internal/lessons"
+
+
+def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:
+    engine = store.make_engine("sqlite://")
+    store.create_schema(engine)
+    store.seed_demo_users(engine, fake_hash, now=NOW)
+    sid, _ = store.start_session(engine, "alice", "me", NOW)
+    assert in_threads(4, lambda _: store.active_session_user(engine, sid, NOW)) == [ALICE] * 4
+    engine.dispose()
+
+
+def test_postgres_tests_skip_locally_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"^no server here$"):
+        postgres.skip_or_fail("no server here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^no server here: CI must run the PostgreSQL tests$"):
+        postgres.skip_or_fail("no server here")
