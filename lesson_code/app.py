@@ -1,31 +1,18 @@
 """The lesson's API: log in at POST /token, then call GET /users/me with the token as a Bearer header."""
 
-import os
-import secrets
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import anyio.to_thread
-from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
-from fastapi.staticfiles import StaticFiles
-from pwdlib import PasswordHash
-from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import BaseModel
 
+from lesson_code.offline_docs import add_offline_docs
+from lesson_code.passwords import DUMMY_HASH, verify_password
 from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
 from lesson_code.settings import Settings, get_settings
 from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_secret_key
 
-# Argon2id as OWASP's password storage cheat sheet sets it out: 19 MiB, 2 passes, 1 lane (so one hash, one core).
-password_hash = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=1),))
-# Hashing is slow on purpose: keep a core free for everything else, however many people log in at once.
-HASHING_LIMITER = CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
-DUMMY_HASH = password_hash.hash(secrets.token_urlsafe(16))
-HASHING_BUSY_RETRY_SECONDS = 1
 # RFC 6749 section 5.1: no cache may keep a response that holds a token.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SECURITY_HEADERS = {
@@ -33,9 +20,6 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-# Swagger UI's files come with the fastapi-swagger package; relative URLs never name the host the request named.
-SWAGGER_FILES = StaticFiles(packages=[("fastapi_swagger", "resources")])
-SWAGGER_UI_PARAMETERS = {"persistAuthorization": False, "tryItOutEnabled": True, "displayRequestDuration": True}
 
 users_db = {
     "alice": {
@@ -111,28 +95,13 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="JWT lesson API", lifespan=lifespan, docs_url=None, redoc_url=None)
 app.add_middleware(LimitRequestBody)
 app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
-app.mount("/swagger", SWAGGER_FILES, name="swagger")
+add_offline_docs(app)
 
 
 def get_user(username: str) -> UserInDB | None:
     if username in users_db:
         return UserInDB(**users_db[username])
     return None
-
-
-def hashing_queue_full(max_waiting: int) -> bool:
-    hashing = HASHING_LIMITER.statistics()
-    return hashing.borrowed_tokens >= hashing.total_tokens and hashing.tasks_waiting >= max_waiting
-
-
-async def verify_password(password: str, hashed_password: str, max_waiting: int) -> bool:
-    if hashing_queue_full(max_waiting):
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"Too many logins at once: try again in {HASHING_BUSY_RETRY_SECONDS} second",
-            headers={"Retry-After": str(HASHING_BUSY_RETRY_SECONDS)},
-        )
-    return await anyio.to_thread.run_sync(password_hash.verify, password, hashed_password, limiter=HASHING_LIMITER)
 
 
 async def authenticate_user(username: str, password: str, max_waiting: int) -> UserInDB | None:
@@ -169,23 +138,6 @@ async def get_current_active_user(current_user: Annotated[UserInDB, Depends(get_
     if current_user.disabled:
         raise HTTPException(status_code=status.HTTP_400_BAD_REQUEST, detail="Inactive user")
     return current_user
-
-
-@app.get("/", include_in_schema=False)
-async def redirect_to_docs() -> RedirectResponse:
-    return RedirectResponse("docs")
-
-
-@app.get("/docs", include_in_schema=False)
-async def swagger_ui_html() -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url="openapi.json",
-        title=f"{app.title} - Swagger UI",
-        swagger_js_url="swagger/swagger-ui-bundle.js",
-        swagger_css_url="swagger/swagger-ui.css",
-        swagger_favicon_url="swagger/favicon-32x32.png",
-        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
-    )
 
 
 @app.post("/token", responses=LOGIN_RESPONSES)

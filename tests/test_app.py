@@ -6,6 +6,7 @@ import pytest
 from forge import ALICE, FAR_FUTURE, forge, tampered
 
 from lesson_code import app as app_module
+from lesson_code import passwords
 from lesson_code.app import app
 from lesson_code.tokens import create_access_token, get_secret_key
 
@@ -51,13 +52,13 @@ def test_wrong_password_and_unknown_user_get_identical_answers(client):
 
 def test_a_disabled_user_gets_the_same_answer_as_a_wrong_password_after_the_same_work(client, monkeypatch):
     hashed = []
-    verify = app_module.password_hash.verify
+    verify = passwords.password_hash.verify
 
     def recording_verify(password, hashed_password):
         hashed.append(hashed_password)
         return verify(password, hashed_password)
 
-    monkeypatch.setattr(app_module.password_hash, "verify", recording_verify)
+    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
     right_password = login(client, "bob", "builder")
     wrong_password = login(client, "bob", "not-builder")
     for response in (right_password, wrong_password):
@@ -128,7 +129,7 @@ def test_a_pyjwt_token_with_the_apps_key_is_accepted(client):
 
 def test_password_hashing_runs_off_the_event_loop(client, monkeypatch):
     threads = {}
-    verify = app_module.password_hash.verify
+    verify = passwords.password_hash.verify
 
     def recording_verify(password, hashed):
         threads["hash"] = threading.current_thread()
@@ -137,7 +138,7 @@ def test_password_hashing_runs_off_the_event_loop(client, monkeypatch):
     async def recording_dependency():
         threads["loop"] = threading.current_thread()
 
-    monkeypatch.setattr(app_module.password_hash, "verify", recording_verify)
+    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
     app.dependency_overrides[app_module.oauth2_scheme] = recording_dependency
     try:
         client.get("/users/me")

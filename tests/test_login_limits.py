@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lesson_code import app as app_module
-from lesson_code import protection
+from lesson_code import passwords, protection
 from lesson_code.app import app, client_address
 from lesson_code.settings import Settings, get_settings
 
@@ -41,13 +41,13 @@ def clock(monkeypatch):
 def hashed(monkeypatch):
     """The hashes password_hash.verify was asked to check, in order."""
     calls = []
-    verify = app_module.password_hash.verify
+    verify = passwords.password_hash.verify
 
     def recording_verify(password, hashed_password):
         calls.append(hashed_password)
         return verify(password, hashed_password)
 
-    monkeypatch.setattr(app_module.password_hash, "verify", recording_verify)
+    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
     return calls
 
 
@@ -180,8 +180,8 @@ def busy_limiter(waiting):
 
 def test_a_full_hashing_queue_answers_503_at_once(limited, hashed, monkeypatch):
     login = limited(max_logins_waiting_to_hash=4)
-    idle_limiter = app_module.HASHING_LIMITER
-    monkeypatch.setattr(app_module, "HASHING_LIMITER", busy_limiter(waiting=4))
+    idle_limiter = passwords.HASHING_LIMITER
+    monkeypatch.setattr(passwords, "HASHING_LIMITER", busy_limiter(waiting=4))
     for password in ("wonderland", "guess"):
         response = login("alice", password)
         assert (response.status_code, response.json()) == (
@@ -190,14 +190,14 @@ def test_a_full_hashing_queue_answers_503_at_once(limited, hashed, monkeypatch):
         )
         assert response.headers["retry-after"] == "1"
     assert hashed == []
-    monkeypatch.setattr(app_module, "HASHING_LIMITER", idle_limiter)
+    monkeypatch.setattr(passwords, "HASHING_LIMITER", idle_limiter)
     assert login("alice", "guess").json() == WRONG
 
 
 def test_a_login_may_wait_while_the_queue_has_room(monkeypatch):
-    monkeypatch.setattr(app_module, "HASHING_LIMITER", busy_limiter(waiting=3))
-    assert not app_module.hashing_queue_full(4)
-    assert app_module.hashing_queue_full(3)
+    monkeypatch.setattr(passwords, "HASHING_LIMITER", busy_limiter(waiting=3))
+    assert not passwords.hashing_queue_full(4)
+    assert passwords.hashing_queue_full(3)
 
 
 @pytest.fixture
