@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
-from forge import ALICE, FAR_FUTURE, forge, tampered
+from forge import ALICE, FAR_FUTURE, HOSTILE_NAMES, hostile_tokens, tampered
 
 from lesson_code import app as app_module
 from lesson_code import passwords
@@ -81,25 +81,24 @@ def test_users_me_without_a_token(client):
     assert response.headers["www-authenticate"] == "Bearer"
 
 
+# Hostile tokens are in forge.hostile_tokens; these are what only a real request can carry.
 BAD_AUTHORIZATION = {
     "expired": lambda: "Bearer " + create_access_token({"sub": "alice"}, expires_delta=timedelta(minutes=-5)),
     "tampered": lambda: "Bearer " + tampered(create_access_token({"sub": "bob"}), {"sub": "alice", "exp": FAR_FUTURE}),
-    "wrong key": lambda: "Bearer " + pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, "k" * 40, algorithm="HS256"),
-    "alg none": lambda: "Bearer " + forge({"alg": "none"}, {"sub": "alice", "exp": FAR_FUTURE}),
-    "HS512": lambda: (
-        "Bearer " + forge({"alg": "HS512"}, {"sub": "alice", "exp": FAR_FUTURE}, get_secret_key(), "HS512")
-    ),
-    "garbage": lambda: "Bearer garbage",
     "empty token": lambda: "Bearer ",
     "scheme alone": lambda: "bearer",
     "two words": lambda: "Bearer abc def",
     "100 KB": lambda: "Bearer " + "a" * 100_000,
-    "nested header": lambda: "Bearer " + forge('{"alg":"HS256","x":' + "[" * 2000 + "]" * 2000 + "}", {"sub": "alice"}),
-    "exp null": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": "alice", "exp": None}, get_secret_key()),
-    "exp 1e999": lambda: "Bearer " + forge({"alg": "HS256"}, '{"sub":"alice","exp":1e999}', get_secret_key()),
-    "sub a number": lambda: "Bearer " + forge({"alg": "HS256"}, {"sub": 1, "exp": FAR_FUTURE}, get_secret_key()),
     "unknown user": lambda: "Bearer " + create_access_token({"sub": "mad-hatter"}),
 }
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_every_hostile_token_gets_the_same_401(client, secret_key, name):
+    token, _ = hostile_tokens(secret_key)[name]
+    response = client.get("/users/me", headers={"Authorization": b"Bearer " + token.encode()})
+    assert (response.status_code, response.json()) == (401, CANNOT_VALIDATE)
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("authorization", BAD_AUTHORIZATION.values(), ids=BAD_AUTHORIZATION.keys())

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import httpx
 import jwt as pyjwt
-from forge import ALICE, FAR_FUTURE, forge, tampered
+from forge import ALICE, FAR_FUTURE, hostile_tokens
 
 from lesson_code.tokens import create_access_token, get_secret_key
 
@@ -20,18 +20,11 @@ PAIR_LIMIT = 20  # failed logins per (account, client address) an hour, by defau
 def token_mix() -> list[tuple[str, bool]]:
     valid = [create_access_token({"sub": "alice"}, expires_delta=timedelta(minutes=m)) for m in (1, 5, 15, 60)]
     valid.append(pyjwt.encode({"sub": "alice", "exp": FAR_FUTURE}, get_secret_key(), algorithm="HS256"))
+    hostile = hostile_tokens(get_secret_key())
     invalid = [
-        create_access_token({"sub": "alice"}, expires_delta=timedelta(minutes=-5)),
-        tampered(valid[0], {"sub": "alice", "exp": FAR_FUTURE}),
-        pyjwt.encode(
-            {"sub": "alice", "exp": FAR_FUTURE}, "a-key-that-is-not-the-servers-0123456789", algorithm="HS256"
-        ),
-        forge({"alg": "none"}, {"sub": "alice", "exp": FAR_FUTURE}),
-        forge({"alg": "HS512"}, {"sub": "alice", "exp": FAR_FUTURE}, get_secret_key(), "HS512"),
-        create_access_token({"sub": "mad-hatter"}),
-        "garbage",
-        "a" * 5000,
+        hostile[name][0] for name in ("expired", "tampered payload", "wrong key", "alg none", "HS512 with the same key")
     ]
+    invalid += [create_access_token({"sub": "mad-hatter"}), "garbage", "a" * 5000]
     return [(token, True) for token in valid] + [(token, False) for token in invalid]
 
 
