@@ -6,6 +6,9 @@ from limits import parse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
+from lesson_code.store import default_database_url
+from lesson_code.tokens import ACCESS_TOKEN_EXPIRE_MINUTES
+
 
 class Settings(BaseSettings):
     login_failures_per_account: str = Field(
@@ -38,6 +41,27 @@ class Settings(BaseSettings):
         4096,
         ge=0,
         description="Largest request body accepted; a larger one is answered 413 before it is read.",
+    )
+    database_url: str = Field(
+        default_factory=default_database_url,
+        description="Where users and sessions are kept, as an SQLAlchemy URL: sqlite:///path/lesson.db, or "
+        "postgresql://user@host/name (psycopg 3). Unset: SQLite in lesson.db at the repository's root.",
+    )
+    access_token_minutes: float = Field(
+        ACCESS_TOKEN_EXPIRE_MINUTES,
+        gt=0,
+        description="How long an access token is accepted. Short, because it is checked by signature and session "
+        "only: a stolen one works until then unless its session is ended.",
+    )
+    refresh_token_days: float = Field(
+        7,
+        gt=0,
+        description="How long a refresh token can be used; each refresh gives a new one (and spends the old one).",
+    )
+    session_days: float = Field(
+        30,
+        gt=0,
+        description="A session ends this long after its login however often it is refreshed: then log in again.",
     )
 
     @field_validator("login_failures_per_account", "login_failures_per_client", "login_failures_per_account_and_client")

@@ -296,6 +296,8 @@ def normalise_scopes(scopes: str | Iterable[str]) -> str:
 
 def get_user(engine: Engine, username: str) -> UserRecord | None:
     """The user with the password hash (for logging in), or None."""
+    if "\x00" in username:  # no name holds one, and PostgreSQL refuses to be asked
+        return None
     with _reading(engine) as connection:
         row = connection.execute(select(users).where(users.c.username == username)).first()
     return None if row is None else UserRecord.model_validate(row._mapping)

@@ -1,0 +1,296 @@
+"""The finished service: users and sessions in SQL, refresh tokens that rotate, logout and revocation that work.
+
+Notebook 04's app (app.py) keeps its users in a dict; this one reuses its pieces and adds the store (store.py) and
+the session flows (sessions.py). Serve it with `python -m lesson_code serve` or `uvicorn lesson_code.service:app`.
+"""
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
+
+from lesson_code import sessions, store
+from lesson_code.app import (
+    BODY_TOO_LARGE_RESPONSE,
+    LOGIN_RESPONSES,
+    NO_STORE,
+    RETRY_AFTER,
+    SECURITY_HEADERS,
+    Message,
+    User,
+    client_address,
+    get_login_throttle,
+    oauth2_scheme,
+)
+from lesson_code.offline_docs import add_offline_docs
+from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
+from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
+from lesson_code.sessions import InvalidGrant, Lifetimes, TokenPair
+from lesson_code.settings import Settings, get_settings
+from lesson_code.store import DatabaseUnavailable, StoreError, UserPublic, UserRecord
+from lesson_code.tokens import SecretKeyError, TokenError, get_secret_key
+
+DATABASE_UNAVAILABLE = "The database is unavailable: try again later"
+DATABASE_RETRY_SECONDS = 5
+UNAVAILABLE_RESPONSE = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "model": Message,
+        "description": "The database is unavailable",
+        "headers": RETRY_AFTER,
+    }
+}
+SESSION_RESPONSES = {
+    status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Missing or invalid token, or its session ended"},
+    **BODY_TOO_LARGE_RESPONSE,
+    **UNAVAILABLE_RESPONSE,
+}
+logger = logging.getLogger(__name__)
+
+
+class OAuthError(BaseModel):
+    """An error answer of the token and revocation endpoints, as RFC 6749 section 5.2 spells it."""
+
+    error: str
+    error_description: str
+
+
+class TokenRequest(BaseModel):
+    grant_type: str | None = Field(None, description="password (the default) or refresh_token")
+    username: str | None = Field(None, description="For the password grant")
+    password: str | None = Field(None, description="For the password grant", json_schema_extra={"format": "password"})
+    refresh_token: str | None = Field(None, description="For the refresh_token grant")
+    scope: str = Field("", description="Ignored: a session gets the user's scopes")
+
+
+class RevocationRequest(BaseModel):
+    token: str | None = Field(None, description="A refresh or an access token")
+    token_type_hint: str | None = Field(None, description="refresh_token or access_token; may be left out")
+
+
+class OAuthErrorResponse(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        self.error, self.description = error, description
+
+
+TOKEN_RESPONSES = {
+    **LOGIN_RESPONSES,
+    status.HTTP_400_BAD_REQUEST: {
+        "model": OAuthError | Message,
+        "description": "A refused refresh token, a grant type other than password or refresh_token, a missing field "
+        "(RFC 6749, section 5.2), or a body that cannot be parsed",
+    },
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "model": Message,
+        "description": "Too many logins waiting for password hashing, or the database is unavailable",
+        "headers": RETRY_AFTER,
+    },
+}
+
+REVOKE_RESPONSES = {
+    status.HTTP_200_OK: {"description": "Whatever the token was: its session, if any, has ended (RFC 7009)"},
+    status.HTTP_400_BAD_REQUEST: {"model": OAuthError, "description": "No token given (invalid_request)"},
+    **BODY_TOO_LARGE_RESPONSE,
+    **UNAVAILABLE_RESPONSE,
+}
+
+
+class StartupFailureInOneLine:
+    """uvicorn prints what a failed start-up reports: for a bad database or secret, its one line, not a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_one_line(message: ASGIMessage) -> None:
+            error = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, (StoreError, SecretKeyError)):
+                message = {**message, "message": str(error)}
+            await send(message)
+
+        await self.app(scope, receive, send_one_line)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    get_secret_key()
+    settings = get_settings()
+    engine = store.make_engine(settings.database_url)
+    try:
+        await anyio.to_thread.run_sync(store.create_schema, engine)
+        await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
+        yield {"engine": engine, "login_throttle": LoginThrottle(settings.login_limits_storage_url)}
+    finally:
+        engine.dispose()
+
+
+app = FastAPI(title="JWT lesson service", lifespan=lifespan, docs_url=None, redoc_url=None)
+app.add_middleware(LimitRequestBody)
+app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
+app.add_middleware(StartupFailureInOneLine)
+add_offline_docs(app)
+
+
+@app.exception_handler(DatabaseUnavailable)
+async def database_unavailable(request: Request, error: DatabaseUnavailable) -> JSONResponse:
+    logger.error("%s %s: %s", request.method, request.url.path, error)
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+    return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+
+
+@app.exception_handler(OAuthErrorResponse)
+async def oauth_error(request: Request, error: OAuthErrorResponse) -> JSONResponse:
+    body = OAuthError(error=error.error, error_description=error.description)
+    return JSONResponse(body.model_dump(), status.HTTP_400_BAD_REQUEST, headers=NO_STORE)
+
+
+def credentials_exception() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="Could not validate credentials",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def get_engine(request: Request) -> Engine:
+    return request.state.engine
+
+
+async def current_time() -> datetime:
+    return store.utc_now()
+
+
+async def get_lifetimes(settings: Annotated[Settings, Depends(get_settings)]) -> Lifetimes:
+    return Lifetimes(
+        access=timedelta(minutes=settings.access_token_minutes),
+        refresh=timedelta(days=settings.refresh_token_days),
+        session=timedelta(days=settings.session_days),
+    )
+
+
+DatabaseEngine = Annotated[Engine, Depends(get_engine)]
+Now = Annotated[datetime, Depends(current_time)]
+
+
+async def get_access_claims(token: Annotated[str, Depends(oauth2_scheme)]) -> dict:
+    try:
+        return sessions.decode_session_access_token(token)
+    except TokenError:
+        raise credentials_exception() from None
+
+
+AccessClaims = Annotated[dict, Depends(get_access_claims)]
+
+
+def get_current_user(claims: AccessClaims, engine: DatabaseEngine, now: Now) -> UserPublic:
+    user = store.active_session_user(engine, claims["sid"], now)
+    if user is None or user.username != claims["sub"]:
+        raise credentials_exception()
+    return user
+
+
+CurrentUser = Annotated[UserPublic, Depends(get_current_user)]
+
+
+async def authenticate_user(engine: Engine, username: str, password: str, max_waiting: int) -> UserRecord | None:
+    user = await anyio.to_thread.run_sync(store.get_user, engine, username)
+    verified = await verify_password(password, user.hashed_password if user else DUMMY_HASH, max_waiting)
+    return user if user and verified and not user.disabled else None
+
+
+async def password_grant(
+    form: TokenRequest,
+    engine: Engine,
+    now: datetime,
+    lifetimes: Lifetimes,
+    settings: Settings,
+    throttle: LoginThrottle,
+    client: str,
+) -> TokenPair:
+    if form.username is None or form.password is None:
+        raise OAuthErrorResponse("invalid_request", "The password grant needs username and password")
+    wait = await throttle.seconds_to_wait(settings, form.username, client)
+    if wait:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"Too many failed logins: try again in {wait} seconds",
+            headers={"Retry-After": str(wait)},
+        )
+    user = await authenticate_user(engine, form.username, form.password, settings.max_logins_waiting_to_hash)
+    if user is None:
+        await throttle.record_failure(settings, form.username, client)
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="Incorrect username or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await anyio.to_thread.run_sync(sessions.log_in, engine, user.username, user.scopes, now, lifetimes)
+
+
+async def refresh_token_grant(form: TokenRequest, engine: Engine, now: datetime, lifetimes: Lifetimes) -> TokenPair:
+    if form.refresh_token is None:
+        raise OAuthErrorResponse("invalid_request", "The refresh_token grant needs refresh_token")
+    try:
+        return await anyio.to_thread.run_sync(sessions.refresh, engine, form.refresh_token, now, lifetimes)
+    except InvalidGrant as error:
+        raise OAuthErrorResponse("invalid_grant", str(error)) from None
+
+
+@app.post("/token", responses=TOKEN_RESPONSES)
+async def issue_tokens(
+    form: Annotated[TokenRequest, Form()],
+    engine: DatabaseEngine,
+    now: Now,
+    lifetimes: Annotated[Lifetimes, Depends(get_lifetimes)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
+    client: Annotated[str, Depends(client_address)],
+    response: Response,
+) -> TokenPair:
+    """Log in (grant_type=password, the default) or refresh (grant_type=refresh_token): RFC 6749, sections 4.3 and 6."""
+    if form.grant_type in (None, "password"):
+        tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client)
+    elif form.grant_type == "refresh_token":
+        tokens = await refresh_token_grant(form, engine, now, lifetimes)
+    else:
+        raise OAuthErrorResponse("unsupported_grant_type", "grant_type must be password or refresh_token")
+    response.headers.update(NO_STORE)
+    return tokens
+
+
+@app.get("/users/me", responses=SESSION_RESPONSES)
+async def read_users_me(current_user: CurrentUser) -> User:
+    return current_user
+
+
+@app.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=SESSION_RESPONSES)
+def log_out(claims: AccessClaims, current_user: CurrentUser, engine: DatabaseEngine, now: Now) -> None:
+    """End this session: its access and refresh tokens are refused from now on."""
+    store.end_session(engine, claims["sid"], now)
+
+
+@app.post("/logout/everywhere", status_code=status.HTTP_204_NO_CONTENT, responses=SESSION_RESPONSES)
+def log_out_everywhere(current_user: CurrentUser, engine: DatabaseEngine, now: Now) -> None:
+    """End every session of the user, on every device."""
+    store.end_user_sessions(engine, current_user.username, now)
+
+
+@app.post("/revoke", responses=REVOKE_RESPONSES)
+def revoke(form: Annotated[RevocationRequest, Form()], engine: DatabaseEngine, now: Now) -> Response:
+    """RFC 7009: end the session of a refresh or access token; the same answer whether the token was valid or not."""
+    if form.token is None:
+        raise OAuthErrorResponse("invalid_request", "The token to revoke is missing")
+    sessions.revoke(engine, form.token, now)
+    return Response(status_code=status.HTTP_200_OK)

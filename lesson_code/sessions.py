@@ -1,0 +1,142 @@
+"""Sessions: a login starts one, refresh tokens rotate inside it, logout and revocation end it.
+
+An access token carries its session's id (sid) and lives minutes; a refresh token, typed refresh+jwt so that one
+kind never passes for the other (RFC 8725, sections 3.11 and 3.12), carries the id (jti) of the one refresh the
+session allows next. The store keeps that id, never the token. Every function takes the engine and the time.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from jose import jwt
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from lesson_code import store
+from lesson_code.store import Rotation
+from lesson_code.tokens import (
+    ACCESS_TOKEN_EXPIRE_MINUTES,
+    ALGORITHM,
+    CLAIM_CHECKS,
+    HEADER_CHECKS,
+    TokenError,
+    _check_signature_spelling,
+    _verify_signature_and_read,
+    create_access_token,
+    decode_access_token,
+    get_signing_key,
+    get_unverified_header,
+)
+
+REFRESH_TOKEN_TYPE = "refresh+jwt"
+INVALID_REFRESH_TOKEN = "The refresh token is invalid or has expired"
+SESSION_ENDED = "The session has ended: log in again"
+REFRESH_TOKEN_REUSED = "The refresh token was already used, so its session has been ended: log in again"
+
+
+class InvalidGrant(Exception):
+    """A refresh token was refused (RFC 6749, section 5.2, invalid_grant); str() says why, for the client."""
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    access: timedelta = timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES)
+    refresh: timedelta = store.REFRESH_LIFETIME
+    session: timedelta = store.SESSION_LIFETIME
+
+
+class TokenPair(BaseModel):
+    """A successful token response, as RFC 6749 section 5.1 spells it."""
+
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    refresh_token: str
+
+
+def create_refresh_token(username: str, sid: str, jti: str, now: datetime, expires_at: datetime) -> str:
+    """A signed refresh token, typed refresh+jwt, for the refresh id jti of session sid."""
+    claims = {"sub": username, "sid": sid, "jti": jti, "iat": now, "exp": expires_at}
+    return jwt.encode(claims, get_signing_key(), algorithm=ALGORITHM, headers={"typ": REFRESH_TOKEN_TYPE})
+
+
+def _check_refresh_type(header: dict) -> None:
+    if header.get("typ") != REFRESH_TOKEN_TYPE:
+        raise TokenError(f"typ must be {REFRESH_TOKEN_TYPE!r}, not {header.get('typ')!r}")
+
+
+def _require_text(claims: dict, *names: str) -> None:
+    for name in names:
+        if not isinstance(claims.get(name), str) or not claims[name]:
+            raise TokenError(f"{name} must be a non-empty string")
+
+
+def decode_refresh_token(token: str) -> dict:
+    """The claims of a refresh token this service signed and that has not expired; raise TokenError otherwise."""
+    header = get_unverified_header(token)
+    for check in (*HEADER_CHECKS, _check_refresh_type):
+        check(header)
+    _check_signature_spelling(token)
+    claims = _verify_signature_and_read(token)
+    now = datetime.now(timezone.utc).timestamp()
+    for check in CLAIM_CHECKS:
+        check(claims, now)
+    _require_text(claims, "sid", "jti")
+    return claims
+
+
+def decode_session_access_token(token: str) -> dict:
+    """The claims of a valid access token that names its session (sid); raise TokenError otherwise."""
+    claims = decode_access_token(token)
+    _require_text(claims, "sid")
+    return claims
+
+
+def _issue(
+    username: str, sid: str, jti: str, now: datetime, refresh_until: datetime, lifetimes: Lifetimes
+) -> TokenPair:
+    return TokenPair(
+        access_token=create_access_token({"sub": username, "sid": sid}, expires_delta=lifetimes.access),
+        expires_in=max(1, round(lifetimes.access.total_seconds())),
+        refresh_token=create_refresh_token(username, sid, jti, now, refresh_until),
+    )
+
+
+def log_in(engine: Engine, username: str, scope: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
+    """Start a session for a user whose password was checked; its first access and refresh tokens."""
+    sid, jti = store.start_session(engine, username, scope, now, lifetimes.refresh, lifetimes.session)
+    refresh_until = min(now + lifetimes.refresh, now + lifetimes.session)
+    return _issue(username, sid, jti, now, refresh_until, lifetimes)
+
+
+def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
+    """Spend a refresh token for new tokens in the same session; a spent one presented again ends the session."""
+    try:
+        claims = decode_refresh_token(refresh_token)
+    except TokenError:
+        raise InvalidGrant(INVALID_REFRESH_TOKEN) from None
+    sid, new_jti = claims["sid"], store.new_token_id()
+    result = store.rotate_refresh(engine, sid, claims["jti"], new_jti, now, lifetimes.refresh)
+    if result.outcome is Rotation.REUSED:
+        raise InvalidGrant(REFRESH_TOKEN_REUSED)
+    if result.outcome is Rotation.ENDED:
+        raise InvalidGrant(SESSION_ENDED)
+    if result.outcome is not Rotation.ROTATED:
+        raise InvalidGrant(INVALID_REFRESH_TOKEN)
+    return _issue(result.username, sid, new_jti, now, result.refresh_expires_at, lifetimes)
+
+
+def session_of(token: str) -> str | None:
+    """The session id a valid refresh or access token names, or None."""
+    for decode in (decode_refresh_token, decode_session_access_token):
+        try:
+            return decode(token)["sid"]
+        except TokenError:
+            continue
+    return None
+
+
+def revoke(engine: Engine, token: str, now: datetime) -> bool:
+    """End the session of a refresh or access token (RFC 7009); False when the token named no live session."""
+    sid = session_of(token)
+    return sid is not None and store.end_session(engine, sid, now)
