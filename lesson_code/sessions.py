@@ -71,16 +71,16 @@ def _require_text(claims: dict, *names: str) -> None:
             raise TokenError(f"{name} must be a non-empty string")
 
 
-def decode_refresh_token(token: str) -> dict:
+def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     """The claims of a refresh token this service signed and that has not expired; raise TokenError otherwise."""
     header = get_unverified_header(token)
     for check in (*HEADER_CHECKS, _check_refresh_type):
         check(header)
     _check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
-    now = datetime.now(timezone.utc).timestamp()
+    seconds = (now or datetime.now(timezone.utc)).timestamp()
     for check in CLAIM_CHECKS:
-        check(claims, now)
+        check(claims, seconds)
     _require_text(claims, "sid", "jti")
     return claims
 
@@ -112,7 +112,7 @@ def log_in(engine: Engine, username: str, scope: str, now: datetime, lifetimes: 
 def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
     """Spend a refresh token for new tokens in the same session; a spent one presented again ends the session."""
     try:
-        claims = decode_refresh_token(refresh_token)
+        claims = decode_refresh_token(refresh_token, now)
     except TokenError:
         raise InvalidGrant(INVALID_REFRESH_TOKEN) from None
     sid, new_jti = claims["sid"], store.new_token_id()

@@ -1,3 +1,4 @@
+import functools
 import os
 import secrets
 import tempfile
@@ -5,6 +6,8 @@ import tempfile
 import pytest
 
 from lesson_code.tokens import get_secret_key
+from tests.utils.databases import Database, db  # noqa: F401  (the fixture: SQLite, then PostgreSQL)
+from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through db)
 
 # Importing lesson_code reads nothing: the secret is read on first use. Every test process signs with a fresh random
 # key, and a secret file could only be made in a folder that does not exist, so the suite never writes .jwt_secret
@@ -46,3 +49,51 @@ def client():
 
     with TestClient(app) as client:
         yield client
+
+
+@functools.cache
+def argon2_hash(password: str) -> str:
+    """A real Argon2id hash, made once per password for the whole run."""
+    from lesson_code.passwords import password_hash
+
+    return password_hash.hash(password)
+
+
+@pytest.fixture
+def start_service(db: Database, monkeypatch):  # noqa: F811  (db: the fixture imported above)
+    """Start lesson_code.service on the db fixture's database, settings given as keyword arguments; its TestClient.
+
+    The demo users are seeded beforehand with cached hashes (the service would hash them itself) unless seeded=False.
+    """
+    from fastapi.testclient import TestClient
+
+    from lesson_code import store
+    from lesson_code.service import app
+    from lesson_code.settings import get_settings
+
+    clients = []
+
+    def start(seeded: bool = True, **settings) -> TestClient:
+        if seeded:
+            store.create_schema(db.engine)
+            store.seed_demo_users(db.engine, argon2_hash)
+        monkeypatch.setenv("DATABASE_URL", db.url)
+        for name, value in settings.items():
+            monkeypatch.setenv(name.upper(), str(value))
+        get_settings.cache_clear()
+        client = TestClient(app)
+        entered = client.__enter__()
+        clients.append(client)
+        return entered
+
+    yield start
+    app.dependency_overrides.clear()
+    for client in clients:
+        client.__exit__(None, None, None)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def service(start_service):
+    """lesson_code.service with its default settings, on SQLite and then on PostgreSQL."""
+    return start_service()

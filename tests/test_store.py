@@ -5,8 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sqlalchemy.pool import QueuePool
 from lesson_code import store
 from lesson_code.store import Rotation, RotationResult, UserPublic
 from tests.utils import postgres
-from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through the db fixture)
+from tests.utils.databases import Database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -32,40 +31,6 @@ THREAD_TIMEOUT = 60
 
 def fake_hash(password: str) -> str:
     return f"hashed:{password}"
-
-
-@dataclass
-class Database:
-    kind: str
-    url: str
-    engine: Engine
-    make_unavailable: Callable[[], None]
-    unavailable_message: Callable[[str], bool]
-
-
-def _garble_sqlite_files(path: Path) -> None:
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if name.exists():
-            with open(name, "r+b") as file:
-                file.write(b"garbage!" * (name.stat().st_size // 8))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty database, with no schema yet."""
-    if request.param == "sqlite":
-        path = tmp_path / "lesson.db"
-        engine = store.make_engine(f"sqlite:///{path}")
-        corrupt = f"SQLite database {path} is corrupt or not an SQLite file (file is not a database): restore it or move it away"
-        yield Database("sqlite", f"sqlite:///{path}", engine, lambda: _garble_sqlite_files(path), corrupt.__eq__)
-        engine.dispose()
-        return
-    server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
-    with server.database() as url:
-        engine = store.make_engine(url)
-        prefix = f"database {engine.url.database!r} on {server.folder} is unavailable: "
-        yield Database("postgresql", url, engine, server.stop, lambda message: message.startswith(prefix))
-        engine.dispose()
 
 
 @pytest.fixture
