@@ -1,13 +1,24 @@
-"""python -m lesson_code: make a token, look inside one, or serve the API."""
+"""python -m lesson_code: make a token, look inside one, manage the users, or serve the API."""
 
 import argparse
+import getpass
 import json
+import re
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from jose import jws
 from jose.exceptions import JOSEError
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 
+from lesson_code import store
+from lesson_code.passwords import password_hash
+from lesson_code.settings import Settings, get_settings
 from lesson_code.tokens import (
     ALGORITHM,
     MAX_TOKEN_LENGTH,
@@ -25,10 +36,25 @@ from lesson_code.tokens import (
 
 MAX_MINUTES = 60 * 24 * 366
 MAX_STDIN_BYTES = MAX_TOKEN_LENGTH + 64  # a token and some white space around it
-ACCEPTED, NOT_ACCEPTED, BAD_INPUT = 0, 1, 2
+ACCEPTED, NOT_ACCEPTED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
 EXIT_STATUS = (
     "exit status: 0 done (inspect: the token is accepted), 1 inspect: the token is readable but not accepted, "
-    "2 bad input, an unreadable token or an unusable secret (one line on standard error)"
+    "2 bad input, an unreadable token, an unusable secret or database (one line on standard error), "
+    "130 interrupted (Ctrl-C)"
+)
+USERS_EXIT_STATUS = (
+    "exit status: 0 done, 2 bad input, an unknown or existing user, or an unusable database "
+    "(one line on standard error), 130 interrupted (Ctrl-C)"
+)
+USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+USERNAME_RULE = "1 to 64 characters: ASCII letters, digits and . _ - @"
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
+MAX_FULL_NAME_LENGTH = 200
+MAX_PASSWORD_BYTES = 1024
+PASSWORD_INPUT = (
+    "The password is asked twice at a prompt that does not echo it, or read from the first line of standard "
+    "input with --password-stdin (for scripts and pipes). It must not be empty."
 )
 
 
@@ -57,10 +83,29 @@ def port(text: str) -> int:
     return int(text)
 
 
+def username(text: str) -> str:
+    if not USERNAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"a username is {USERNAME_RULE}, not {text!r}")
+    return text
+
+
+def full_name(text: str) -> str:
+    if not text.strip() or not text.isprintable() or len(text) > MAX_FULL_NAME_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_FULL_NAME_LENGTH} printable characters, not {text!r}")
+    return text
+
+
+def email(text: str) -> str:
+    if not EMAIL.fullmatch(text) or not text.isprintable() or len(text) > MAX_EMAIL_LENGTH:
+        raise argparse.ArgumentTypeError(f"expected an address such as dave@example.com, not {text!r}")
+    return text
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m lesson_code",
-        description="Make and inspect the lesson's JWT access tokens (HS256, python-jose). The secret comes from "
+        description="Make and inspect the lesson's JWT access tokens (HS256, python-jose), manage the API's users, "
+        "or serve the API. The secret comes from "
         "JWT_SECRET_KEY, or else from the file JWT_SECRET_FILE names (default: .jwt_secret in the repository).",
         epilog=EXIT_STATUS,
     )
@@ -87,13 +132,105 @@ def build_parser() -> Parser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the lesson's API with uvicorn",
-        description="Serve lesson_code.app; open http://HOST:PORT/docs to try it.",
+        help="run the finished API (users, sessions, scopes) with uvicorn",
+        description="Serve lesson_code.service, the finished API: logins, refresh, logout and scopes, with users and "
+        "sessions in the database DATABASE_URL names (else lesson.db). Open http://HOST:PORT/docs to try it. The "
+        "secret, the settings and the database are checked before the server starts.",
+        epilog="exit status: 0 stopped (Ctrl-C), 2 an unusable secret, setting or database (one line on standard "
+        "error)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=port, default=8000, help="port to listen on (default: 8000)")
     serve.set_defaults(run=run_serve)
+    add_users_commands(commands)
     return parser
+
+
+def add_users_commands(commands) -> None:
+    users = commands.add_parser(
+        "users",
+        help="manage users, their passwords, scopes and sessions",
+        description="Manage the API's users in its database: the one DATABASE_URL names (any SQLAlchemy URL), or "
+        f"else the SQLite file {store.DEFAULT_DATABASE_FILE.name} in the repository. The first use creates the "
+        "tables and the demo users alice, bob and carol. A username is " + USERNAME_RULE + ".",
+        epilog=USERS_EXIT_STATUS,
+    )
+    actions = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def action(name: str, run, help: str, description: str):
+        parser = actions.add_parser(name, help=help, description=description, epilog=USERS_EXIT_STATUS)
+        parser.set_defaults(run=run)
+        return parser
+
+    def password_stdin(parser) -> None:
+        parser.add_argument(
+            "--password-stdin", action="store_true", help="read the password from the first line of standard input"
+        )
+
+    add = action(
+        "add",
+        run_users_add,
+        "add a user, with a password",
+        "Add a user who holds the scope 'me'. " + PASSWORD_INPUT + " It is stored as an Argon2id hash.",
+    )
+    add.add_argument("name", type=username, metavar="NAME", help="the new username, e.g. dave")
+    add.add_argument("--full-name", type=full_name, help="e.g. 'Dave Bowman'")
+    add.add_argument("--email", type=email, help="e.g. dave@example.com")
+    password_stdin(add)
+
+    action(
+        "list",
+        run_users_list,
+        "show every user (never a password hash)",
+        "Show every user as a table: username, full name, email, whether disabled, and scopes.",
+    )
+
+    disable = action(
+        "disable",
+        run_users_disable,
+        "stop a user logging in, and end every session of theirs",
+        "Disable a user: their logins are refused, and every session of theirs ends now, so their access and "
+        "refresh tokens are refused on the next request. Says how many sessions were ended.",
+    )
+    disable.add_argument("name", type=username, metavar="NAME")
+
+    enable = action(
+        "enable",
+        run_users_enable,
+        "let a disabled user log in again",
+        "Enable a user. Sessions ended when the user was disabled stay ended: the user logs in again.",
+    )
+    enable.add_argument("name", type=username, metavar="NAME")
+
+    set_password = action(
+        "set-password",
+        run_users_set_password,
+        "give a user a new password, and end every session of theirs",
+        "Store a new password for a user and end every session of theirs (say, after a leak). "
+        + PASSWORD_INPUT
+        + " Says how many sessions were ended.",
+    )
+    set_password.add_argument("name", type=username, metavar="NAME")
+    password_stdin(set_password)
+
+    logout = action(
+        "logout",
+        run_users_logout,
+        "end every session of a user (log them out everywhere)",
+        "End every session of a user now: their access and refresh tokens are refused on the next request. "
+        "The user can still log in. Says how many sessions were ended.",
+    )
+    logout.add_argument("name", type=username, metavar="NAME")
+
+    scopes = action(
+        "scopes",
+        run_users_scopes,
+        "set the scopes a user may be granted",
+        "Replace the scopes a user may be granted at login (the API knows 'me' and 'admin'). Taking a scope away "
+        "ends every session of the user, so no token outlives the privilege it carried; adding one does not.",
+    )
+    scopes.add_argument("name", type=username, metavar="NAME")
+    scopes.add_argument("scopes", nargs="+", metavar="SCOPE", help="every scope the user keeps, e.g. me admin")
 
 
 def say(text: str, stream=None) -> None:
@@ -192,11 +329,158 @@ def signature_verdict(token: str) -> str:
     return f"valid ({ALGORITHM} with the configured secret)"
 
 
+@contextmanager
+def open_database(url: str | None = None) -> Iterator[Engine]:
+    """The store's engine, with its tables and the demo users made on first use; disposed afterwards."""
+    try:
+        engine = store.make_engine(url, pool_size=1)
+    except (sa_exc.ArgumentError, ImportError) as error:
+        raise CommandLineError(
+            f"{store.DATABASE_URL_ENV_VAR} is not a database URL this code can open: {error}"
+        ) from None
+    try:
+        store.create_schema(engine)
+        store.seed_demo_users(engine, password_hash.hash)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def existing_user(engine: Engine, name: str) -> store.UserRecord:
+    user = store.get_user(engine, name)
+    if user is None:
+        raise store.UnknownUser(f"no user named {name!r}")
+    return user
+
+
+def read_password_line() -> str:
+    data = sys.stdin.buffer.readline(MAX_PASSWORD_BYTES + 2)
+    line = data.removesuffix(b"\n").removesuffix(b"\r")
+    if len(line) > MAX_PASSWORD_BYTES:
+        raise CommandLineError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes")
+    try:
+        return line.decode()
+    except UnicodeDecodeError:
+        raise CommandLineError("the password on standard input is not UTF-8 text") from None
+
+
+def ask_password(name: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)  # getpass would echo the password: refuse instead
+        try:
+            first = getpass.getpass(f"New password for {name}: ")
+            if not first:
+                raise CommandLineError("the password must not be empty")
+            second = getpass.getpass("Repeat the password: ")
+        except getpass.GetPassWarning:
+            raise CommandLineError(
+                "no terminal to ask for the password without echoing it: pipe it in with --password-stdin"
+            ) from None
+        except EOFError:
+            raise CommandLineError("no password given (end of input at the prompt)") from None
+        except UnicodeDecodeError:
+            raise CommandLineError("the password typed is not text in the terminal's encoding") from None
+    if first != second:
+        raise CommandLineError("the passwords do not match")
+    return first
+
+
+def new_password_hash(args) -> str:
+    password = read_password_line() if args.password_stdin else ask_password(args.name)
+    if not password:
+        raise CommandLineError("the password must not be empty")
+    return password_hash.hash(password)
+
+
+def sessions_ended(count: int) -> str:
+    return f"ended {count} session{'' if count == 1 else 's'}"
+
+
+def run_users_add(args) -> int:
+    with open_database() as engine:
+        if store.get_user(engine, args.name) is not None:
+            raise store.UserExists(f"user {args.name!r} already exists")
+        user = store.add_user(engine, args.name, new_password_hash(args), full_name=args.full_name, email=args.email)
+    say(f"Added {user.username} (scopes: {user.scopes})")
+    return 0
+
+
+def user_table(users: list[store.UserPublic]) -> list[str]:
+    rows = [("USERNAME", "FULL NAME", "EMAIL", "DISABLED", "SCOPES")]
+    for user in users:
+        disabled = "yes" if user.disabled else "no"
+        rows.append((user.username, user.full_name or "-", user.email or "-", disabled, user.scopes))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def run_users_list(args) -> int:
+    with open_database() as engine:
+        users = store.list_users(engine)
+    for line in user_table(users):
+        say(line)
+    return 0
+
+
+def run_users_disable(args) -> int:
+    with open_database() as engine:
+        ended = store.set_disabled(engine, args.name, True)
+    say(f"Disabled {args.name} and {sessions_ended(ended)}")
+    return 0
+
+
+def run_users_enable(args) -> int:
+    with open_database() as engine:
+        store.set_disabled(engine, args.name, False)
+    say(f"Enabled {args.name}")
+    return 0
+
+
+def run_users_set_password(args) -> int:
+    with open_database() as engine:
+        existing_user(engine, args.name)
+        ended = store.set_password(engine, args.name, new_password_hash(args))
+    say(f"Set a new password for {args.name} and {sessions_ended(ended)}")
+    return 0
+
+
+def run_users_logout(args) -> int:
+    with open_database() as engine:
+        existing_user(engine, args.name)
+        ended = store.end_user_sessions(engine, args.name)
+    say(f"Logged {args.name} out everywhere: {sessions_ended(ended)}")
+    return 0
+
+
+def run_users_scopes(args) -> int:
+    with open_database() as engine:
+        before = existing_user(engine, args.name).scopes.split()
+        ended = store.set_scopes(engine, args.name, args.scopes)
+        after = existing_user(engine, args.name).scopes.split()
+    taken = [scope for scope in before if scope not in after]
+    if taken:
+        say(f"Scopes of {args.name}: {' '.join(after)} (took away {' '.join(taken)} and {sessions_ended(ended)})")
+    else:
+        say(f"Scopes of {args.name}: {' '.join(after)} (none taken away: sessions go on)")
+    return 0
+
+
+def checked_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = "_".join(str(part) for part in problem["loc"]).upper()
+        raise CommandLineError(f"{name} is not a valid setting: {problem['msg']}") from None
+
+
 def run_serve(args) -> int:
     get_secret_key()
+    with open_database(checked_settings().database_url):
+        pass
     import uvicorn
 
-    uvicorn.run("lesson_code.app:app", host=args.host, port=args.port)
+    uvicorn.run("lesson_code.service:app", host=args.host, port=args.port)
     return 0
 
 
@@ -205,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (CommandLineError, SecretKeyError) as error:
+    except (CommandLineError, SecretKeyError, store.StoreError) as error:
         say(f"error: {error}", sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED

@@ -1,3 +1,4 @@
+import argparse
 import io
 import os
 import re
@@ -17,7 +18,9 @@ import pytest
 import uvicorn
 from forge import FAR_FUTURE, forge
 
+from lesson_code import store
 from lesson_code.cli import MAX_STDIN_BYTES, format_time_left, main
+from lesson_code.settings import get_settings
 from lesson_code.tokens import create_access_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,24 @@ RFC7515_TOKEN = (
     ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
     ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 )
+
+
+class Refusal(Exception):
+    pass
+
+
+class RaisingParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Refusal(message)
+
+
+def choices(*names: str) -> str:
+    """The choices as this Python's argparse lists them: quoted, except on a few 3.12 and 3.13 releases (gh-130750)."""
+    parser = RaisingParser()
+    parser.add_argument("x", choices=names)
+    with pytest.raises(Refusal) as refusal:
+        parser.parse_args(["?"])
+    return str(refusal.value).partition("(choose from ")[2].removesuffix(")")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -211,7 +232,7 @@ BAD_INPUT = {
     "no command": ((), "error: the following arguments are required: COMMAND (see: python -m lesson_code --help)"),
     "unknown command": (
         ("mint",),
-        "error: argument COMMAND: invalid choice: 'mint' (choose from 'token', 'inspect', 'serve')"
+        f"error: argument COMMAND: invalid choice: 'mint' (choose from {choices('token', 'inspect', 'serve', 'users')})"
         " (see: python -m lesson_code --help)",
     ),
     "no username": (
@@ -352,11 +373,50 @@ def test_a_secret_file_that_is_not_utf_8_is_one_line_and_exit_2(capsys, monkeypa
     assert run(capsys, "token", "alice") == (2, "", line)
 
 
-def test_serve_runs_the_lesson_app_with_uvicorn(capsys, monkeypatch):
+@pytest.fixture
+def fresh_settings():
+    """Settings read from this test's environment, not cached by an earlier test."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_serve_runs_the_finished_service_with_uvicorn_on_a_ready_database(
+    capsys, monkeypatch, tmp_path, fresh_settings
+):
+    path = tmp_path / "lesson.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert run(capsys, "serve", "--host", "127.0.0.2", "--port", "8123") == (0, "", "")
-    assert calls == [(("lesson_code.app:app",), {"host": "127.0.0.2", "port": 8123})]
+    assert calls == [(("lesson_code.service:app",), {"host": "127.0.0.2", "port": 8123})]
+    engine = store.make_engine(f"sqlite:///{path}")
+    try:
+        assert [user.username for user in store.list_users(engine)] == ["alice", "bob", "carol"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("DATABASE_URL", "sqlite:///{tmp_path}/missing/lesson.db", "SQLite database {tmp_path}/missing/lesson.db: "
+         "the folder {tmp_path}/missing does not exist"),
+        ("DATABASE_URL", "nonsense", "DATABASE_URL is not a database URL this code can open: "
+         "Could not parse SQLAlchemy URL from given URL string"),
+        ("ACCESS_TOKEN_MINUTES", "0", "ACCESS_TOKEN_MINUTES is not a valid setting: Input should be greater than 0"),
+        ("LOGIN_FAILURES_PER_ACCOUNT", "lots", "LOGIN_FAILURES_PER_ACCOUNT is not a valid setting: "
+         "Value error, couldn't parse rate limit string 'lots'"),
+    ],
+    ids=["database folder missing", "database URL", "token lifetime", "rate limit"],
+)  # fmt: skip
+def test_serve_refuses_a_bad_database_or_setting_in_one_line_before_starting(
+    capsys, monkeypatch, tmp_path, fresh_settings, variable, value, line
+):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/lesson.db")
+    monkeypatch.setenv(variable, value.format(tmp_path=tmp_path))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("served anyway"))
+    assert run(capsys, "serve") == (2, "", f"error: {line.format(tmp_path=tmp_path)}\n")
 
 
 def test_help_reads_well_and_gives_the_exit_statuses(capsys):
@@ -368,12 +428,14 @@ def test_help_reads_well_and_gives_the_exit_statuses(capsys):
     for line in (
         "token     print a new access token for a user",
         "inspect   show what a token says and whether it verifies",
-        "serve     run the lesson's API with uvicorn",
+        "serve     run the finished API (users, sessions, scopes) with uvicorn",
+        "users     manage users, their passwords, scopes and sessions",
     ):
         assert line in out
     assert " ".join(out.split()).endswith(
         "exit status: 0 done (inspect: the token is accepted), 1 inspect: the token is readable but not accepted, "
-        "2 bad input, an unreadable token or an unusable secret (one line on standard error)"
+        "2 bad input, an unreadable token, an unusable secret or database (one line on standard error), "
+        "130 interrupted (Ctrl-C)"
     )
 
 
@@ -402,11 +464,11 @@ def test_format_time_left(left, text):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl+C does")
-def test_serve_starts_the_api_on_the_given_port_and_stops_on_ctrl_c():
+def test_serve_starts_the_api_on_the_given_port_and_stops_on_ctrl_c(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path / 'lesson.db'}"}
     command = [sys.executable, "-m", "lesson_code", "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -419,7 +481,7 @@ def test_serve_starts_the_api_on_the_given_port_and_stops_on_ctrl_c():
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
                 time.sleep(0.1)
         assert response.status_code == 200
-        assert "<title>JWT lesson API - Swagger UI</title>" in response.text
+        assert "<title>JWT lesson service - Swagger UI</title>" in response.text
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=30)[0]
