@@ -65,6 +65,10 @@ def _check_refresh_type(header: dict) -> None:
         raise TokenError(f"typ must be {REFRESH_TOKEN_TYPE!r}, not {header.get('typ')!r}")
 
 
+# tokens.HEADER_CHECKS holds an access token's own typ rule (_check_type): a refresh token takes its own instead.
+REFRESH_HEADER_CHECKS = (*(check for check in HEADER_CHECKS if check.__name__ != "_check_type"), _check_refresh_type)
+
+
 def _require_text(claims: dict, *names: str) -> None:
     for name in names:
         if not isinstance(claims.get(name), str) or not claims[name]:
@@ -74,7 +78,7 @@ def _require_text(claims: dict, *names: str) -> None:
 def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     """The claims of a refresh token this service signed and that has not expired; raise TokenError otherwise."""
     header = get_unverified_header(token)
-    for check in (*HEADER_CHECKS, _check_refresh_type):
+    for check in REFRESH_HEADER_CHECKS:
         check(header)
     _check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
