@@ -28,6 +28,8 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 4096
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 NUMERIC_DATES = ("exp", "iat", "nbf")
+# RFC 8725 section 3.11: a token of another kind (a refresh token, say) names another typ and is refused here.
+ACCESS_TOKEN_TYPE = "JWT"
 
 ENV_VAR = "JWT_SECRET_KEY"
 FILE_ENV_VAR = "JWT_SECRET_FILE"
@@ -114,6 +116,8 @@ def _word_bits(secret: str) -> float:
 
 def check_secret_key(secret: str, source: str = ENV_VAR) -> str:
     """Return the secret if it can sign HS256 tokens safely; raise SecretKeyError saying why not."""
+    if not isinstance(secret, str):
+        raise SecretKeyError(f"{source} is {type(secret).__name__}, not text: {HOW_TO_MAKE_ONE}")
     if not secret:
         raise SecretKeyError(f"{source} is empty: {HOW_TO_MAKE_ONE}")
     if len(secret) > MAX_SECRET_LENGTH:
@@ -276,6 +280,11 @@ def _check_algorithm(header: dict) -> None:
         raise TokenError(f"algorithm {algorithm!r} is not allowed, only {ALGORITHM!r}")
 
 
+def _check_type(header: dict) -> None:
+    if header.get("typ", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
+        raise TokenError(f"typ {header['typ']!r} is not an access token's ({ACCESS_TOKEN_TYPE!r})")
+
+
 def _check_no_critical_extensions(header: dict) -> None:
     if "crit" in header:
         raise TokenError("header names critical extensions (crit), which are not supported")
@@ -345,7 +354,13 @@ def _check_issued_in_the_past(claims: dict, now: float) -> None:
         raise TokenError("token was issued in the future (iat)")
 
 
-HEADER_CHECKS = (_check_algorithm, _check_no_critical_extensions, _check_payload_encoded, _check_key_id)
+HEADER_CHECKS = (
+    _check_algorithm,
+    _check_type,
+    _check_no_critical_extensions,
+    _check_payload_encoded,
+    _check_key_id,
+)
 CLAIM_CHECKS = (
     _check_exp_present,
     _check_numeric_dates,
@@ -358,13 +373,13 @@ CLAIM_CHECKS = (
 def decode_access_token(token: str) -> dict:
     """The claims of a token this service signed and that is still valid; raise TokenError saying why not."""
     header = get_unverified_header(token)
-    for check in HEADER_CHECKS:
-        check(header)
+    for rule in HEADER_CHECKS:
+        rule(header)
     _check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
     now = datetime.now(timezone.utc).timestamp()
-    for check in CLAIM_CHECKS:
-        check(claims, now)
+    for rule in CLAIM_CHECKS:
+        rule(claims, now)
     return claims
 
 

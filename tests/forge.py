@@ -75,6 +75,10 @@ def hostile_tokens(key: str) -> dict[str, tuple[str, str]]:
         "crit null": (signed(good, crit=None), "header names critical extensions (crit), which are not supported"),
         "b64 false": (signed(good, b64=False), "unencoded payloads (b64 other than true) are not supported"),
         "b64 'true'": (signed(good, b64="true"), "unencoded payloads (b64 other than true) are not supported"),
+        "typ of a refresh token": (
+            signed(good, typ="refresh+jwt"),
+            "typ 'refresh+jwt' is not an access token's ('JWT')",
+        ),
         "kid a number": (signed(good, kid=7), "kid must be a string"),
         "kid a list": (signed(good, kid=["k"]), "kid must be a string"),
         **{

@@ -70,6 +70,12 @@ def test_weak_secrets_are_refused_with_how_to_make_one(monkeypatch, tmp_path, se
     assert os.listdir(tmp_path) == []
 
 
+def test_a_secret_given_as_bytes_is_refused_in_one_line():
+    with pytest.raises(SecretKeyError) as caught:
+        check_secret_key(secrets.token_bytes(32))
+    assert str(caught.value) == f"JWT_SECRET_KEY is bytes, not text: {HOW}"
+
+
 @pytest.mark.parametrize(
     ("secret", "bits"),
     [

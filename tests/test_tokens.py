@@ -49,7 +49,14 @@ STRICTER_THAN_PYTHON_JOSE = {
     "iat in the future",
 }
 # PyJWT refuses every hostile token except these: RFC 7519's NumericDate is a JSON number, RFC 7797's b64 a boolean.
-PYJWT_ACCEPTS = {"exp a numeric string", "iat a numeric string", "nbf a numeric string", "nbf false", "b64 'true'"}
+PYJWT_ACCEPTS = {
+    "exp a numeric string",
+    "iat a numeric string",
+    "nbf a numeric string",
+    "nbf false",
+    "b64 'true'",
+    "typ of a refresh token",  # PyJWT leaves typ to the caller: jwt.decode(..., options) has no rule for it
+}
 
 
 def verified_by_pyjwt(token: str, key: str) -> dict:
