@@ -250,12 +250,10 @@ def test_revoke_answers_200_whatever_the_token(service, token):
 
 
 @pytest.mark.parametrize("form", [{"token_type_hint": "refresh_token"}, {"token": ""}], ids=["missing", "empty"])
-def test_revoke_without_a_token_is_invalid_request(service, form):
+def test_revoke_without_a_token_is_a_validation_error(service, form):
     response = service.post("/revoke", data=form)
-    assert (response.status_code, response.json()) == (
-        400,
-        {"error": "invalid_request", "error_description": "The token to revoke is missing"},
-    )
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "token"]]
 
 
 def test_disabling_a_user_ends_her_sessions(service, db):
@@ -448,7 +446,7 @@ def test_the_openapi_schema(service):
     assert sorted(paths["/token"]["post"]["responses"]) == ["200", "400", "401", "413", "422", "429", "503"]
     assert sorted(paths["/users/me"]["get"]["responses"]) == ["200", "401", "413", "503"]
     assert sorted(paths["/logout"]["post"]["responses"]) == ["204", "401", "413", "503"]
-    assert sorted(paths["/revoke"]["post"]["responses"]) == ["200", "400", "413", "422", "503"]
+    assert sorted(paths["/revoke"]["post"]["responses"]) == ["200", "413", "422", "503"]
     form = schema["components"]["schemas"]["TokenRequest"]["properties"]
     assert sorted(form) == ["grant_type", "password", "refresh_token", "scope", "username"]
 
