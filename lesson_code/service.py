@@ -1,4 +1,5 @@
-"""The finished service: users and sessions in SQL, refresh tokens that rotate, logout and revocation that work.
+"""The finished service: users and sessions in SQL, refresh tokens that rotate, logout and revocation that work, and
+scopes that say what a token may do (403 insufficient_scope when it may not, RFC 6750 section 3.1).
 
 Notebook 04's app (app.py) keeps its users in a dict; this one reuses its pieces and adds the store (store.py) and
 the session flows (sessions.py). Serve it with `python -m lesson_code serve` or `uvicorn lesson_code.service:app`.
@@ -11,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, Security, status
 from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,14 +31,13 @@ from lesson_code.app import (
     User,
     client_address,
     get_login_throttle,
-    oauth2_scheme,
 )
 from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
 from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
-from lesson_code.sessions import InvalidGrant, Lifetimes, TokenPair
+from lesson_code.sessions import InvalidGrant, InvalidScope, Lifetimes, TokenPair
 from lesson_code.settings import Settings, get_settings
-from lesson_code.store import DatabaseUnavailable, StoreError, UserPublic, UserRecord
+from lesson_code.store import SCOPES, DatabaseUnavailable, StoreError, UnknownUser, UserPublic, UserRecord
 from lesson_code.tokens import SecretKeyError, TokenError, get_secret_key
 
 DATABASE_UNAVAILABLE = "The database is unavailable: try again later"
@@ -53,6 +54,27 @@ SESSION_RESPONSES = {
     **BODY_TOO_LARGE_RESPONSE,
     **UNAVAILABLE_RESPONSE,
 }
+SCOPED_RESPONSES = {
+    **SESSION_RESPONSES,
+    status.HTTP_403_FORBIDDEN: {
+        "model": Message,
+        "description": "A valid token without the scope this route needs (RFC 6750, section 3.1)",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'Bearer error="insufficient_scope", scope="<the scope needed>"',
+                "schema": {"type": "string"},
+            }
+        },
+    },
+}
+DISABLE_RESPONSES = {
+    **SCOPED_RESPONSES,
+    status.HTTP_404_NOT_FOUND: {"model": Message, "description": "No such user"},
+    status.HTTP_409_CONFLICT: {"model": Message, "description": "An admin cannot disable themself"},
+}
+USER_NOT_FOUND = "No such user"
+CANNOT_DISABLE_YOURSELF = "You cannot disable yourself: ask another admin"
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", scopes=SCOPES)
 logger = logging.getLogger(__name__)
 
 
@@ -68,12 +90,21 @@ class TokenRequest(BaseModel):
     username: str | None = Field(None, description="For the password grant")
     password: str | None = Field(None, description="For the password grant", json_schema_extra={"format": "password"})
     refresh_token: str | None = Field(None, description="For the refresh_token grant")
-    scope: str = Field("", description="Ignored: a session gets the user's scopes")
+    scope: str = Field(
+        "",
+        description="Scopes asked for, space-separated: me (the default), admin. A login is granted those the user "
+        "holds; a refresh, any of those its session was granted (all of them when left empty).",
+    )
 
 
 class RevocationRequest(BaseModel):
     token: str = Field(min_length=1, description="A refresh or an access token")
     token_type_hint: str | None = Field(None, description="refresh_token or access_token; may be left out")
+
+
+class DisabledUser(BaseModel):
+    username: str
+    sessions_ended: int
 
 
 class OAuthErrorResponse(Exception):
@@ -85,8 +116,8 @@ TOKEN_RESPONSES = {
     **LOGIN_RESPONSES,
     status.HTTP_400_BAD_REQUEST: {
         "model": OAuthError | Message,
-        "description": "A refused refresh token, a grant type other than password or refresh_token, a missing field "
-        "(RFC 6749, section 5.2), or a body that cannot be parsed",
+        "description": "A refused refresh token, a scope that cannot be granted, a grant type other than password or "
+        "refresh_token, a missing field (RFC 6749, section 5.2), or a body that cannot be parsed",
     },
     status.HTTP_503_SERVICE_UNAVAILABLE: {
         "model": Message,
@@ -193,10 +224,23 @@ async def get_access_claims(token: Annotated[str, Depends(oauth2_scheme)]) -> di
 AccessClaims = Annotated[dict, Depends(get_access_claims)]
 
 
-def get_current_user(claims: AccessClaims, engine: DatabaseEngine, now: Now) -> UserPublic:
+def insufficient_scope(security_scopes: SecurityScopes) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_403_FORBIDDEN,
+        detail=f"Not enough permissions: this needs the scope {security_scopes.scope_str}",
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{security_scopes.scope_str}"'},
+    )
+
+
+def get_current_user(
+    security_scopes: SecurityScopes, claims: AccessClaims, engine: DatabaseEngine, now: Now
+) -> UserPublic:
     user = store.active_session_user(engine, claims["sid"], now)
     if user is None or user.username != claims["sub"]:
         raise credentials_exception()
+    granted = set(sessions.scopes_of(claims)) & set(user.scopes.split())  # carried by the token and held still
+    if not set(security_scopes.scopes) <= granted:
+        raise insufficient_scope(security_scopes)
     return user
 
 
@@ -235,16 +279,22 @@ async def password_grant(
             detail="Incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await anyio.to_thread.run_sync(sessions.log_in, engine, user.username, user.scopes, now, lifetimes)
+    try:
+        scope = sessions.grant_scope(form.scope, user.scopes)
+        return await anyio.to_thread.run_sync(sessions.log_in, engine, user.username, scope, now, lifetimes)
+    except InvalidScope as error:
+        raise OAuthErrorResponse("invalid_scope", str(error)) from None
 
 
 async def refresh_token_grant(form: TokenRequest, engine: Engine, now: datetime, lifetimes: Lifetimes) -> TokenPair:
     if form.refresh_token is None:
         raise OAuthErrorResponse("invalid_request", "The refresh_token grant needs refresh_token")
     try:
-        return await anyio.to_thread.run_sync(sessions.refresh, engine, form.refresh_token, now, lifetimes)
+        return await anyio.to_thread.run_sync(sessions.refresh, engine, form.refresh_token, now, lifetimes, form.scope)
     except InvalidGrant as error:
         raise OAuthErrorResponse("invalid_grant", str(error)) from None
+    except InvalidScope as error:
+        raise OAuthErrorResponse("invalid_scope", str(error)) from None
 
 
 @app.post("/token", responses=TOKEN_RESPONSES)
@@ -269,9 +319,34 @@ async def issue_tokens(
     return tokens
 
 
-@app.get("/users/me", responses=SESSION_RESPONSES)
-async def read_users_me(current_user: CurrentUser) -> User:
+@app.get("/users/me", responses=SCOPED_RESPONSES)
+async def read_users_me(current_user: Annotated[UserPublic, Security(get_current_user, scopes=["me"])]) -> User:
     return current_user
+
+
+@app.get("/users", responses=SCOPED_RESPONSES)
+def list_users(
+    admin: Annotated[UserPublic, Security(get_current_user, scopes=["admin"])], engine: DatabaseEngine
+) -> list[UserPublic]:
+    """Every user, without password hashes."""
+    return store.list_users(engine)
+
+
+@app.post("/users/{username}/disable", responses=DISABLE_RESPONSES)
+def disable_user(
+    username: str,
+    admin: Annotated[UserPublic, Security(get_current_user, scopes=["admin"])],
+    engine: DatabaseEngine,
+    now: Now,
+) -> DisabledUser:
+    """Stop a user logging in and end every session of theirs: their tokens are refused on the next request."""
+    if username == admin.username:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=CANNOT_DISABLE_YOURSELF)
+    try:
+        ended = store.set_disabled(engine, username, True, now)
+    except UnknownUser:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=USER_NOT_FOUND) from None
+    return DisabledUser(username=username, sessions_ended=ended)
 
 
 @app.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=SESSION_RESPONSES)

@@ -3,6 +3,10 @@
 An access token carries its session's id (sid) and lives minutes; a refresh token, typed refresh+jwt so that one
 kind never passes for the other (RFC 8725, sections 3.11 and 3.12), carries the id (jti) of the one refresh the
 session allows next. The store keeps that id, never the token. Every function takes the engine and the time.
+
+Scopes: a login is granted the scopes asked for that the user holds (me when none is asked for), the session keeps
+that grant, and each access token carries a scope claim, space-separated (RFC 9068, RFC 8693). A refresh may ask for
+fewer scopes than the session was granted, never more (RFC 6749, section 6).
 """
 
 from dataclasses import dataclass
@@ -32,10 +36,17 @@ REFRESH_TOKEN_TYPE = "refresh+jwt"
 INVALID_REFRESH_TOKEN = "The refresh token is invalid or has expired"
 SESSION_ENDED = "The session has ended: log in again"
 REFRESH_TOKEN_REUSED = "The refresh token was already used, so its session has been ended: log in again"
+DEFAULT_SCOPE = "me"  # what a login that asks for no scope is granted, if the user holds it
+NO_SCOPE_HELD = "The user holds none of the scopes asked for"
+SCOPE_NOT_GRANTED = "A refresh may ask only for scopes its session was granted at login"
 
 
 class InvalidGrant(Exception):
     """A refresh token was refused (RFC 6749, section 5.2, invalid_grant); str() says why, for the client."""
+
+
+class InvalidScope(Exception):
+    """The scope asked for cannot be granted (RFC 6749, section 5.2, invalid_scope); str() says why."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class TokenPair(BaseModel):
     token_type: str = "bearer"
     expires_in: int
     refresh_token: str
+    scope: str  # what the access token grants, space-separated (RFC 6749, sections 3.3 and 5.1)
 
 
 def create_refresh_token(username: str, sid: str, jti: str, now: datetime, expires_at: datetime) -> str:
@@ -93,32 +105,76 @@ def decode_session_access_token(token: str) -> dict:
     """The claims of a valid access token that names its session (sid); raise TokenError otherwise."""
     claims = decode_access_token(token)
     _require_text(claims, "sid")
+    if not isinstance(claims.get("scope", ""), str):
+        raise TokenError("scope must be a string")
     return claims
 
 
+def scopes_of(claims: dict) -> list[str]:
+    """The scopes an access token's claims grant (its scope claim, space-separated); none without one."""
+    return claims.get("scope", "").split()
+
+
+def grant_scope(asked: str, held: str) -> str:
+    """What a login is granted: the scopes asked for that the user holds (me when none is asked for); InvalidScope
+    when it holds none of them. Those it does not hold are left out, as RFC 6749 section 3.3 allows."""
+    held_names = held.split()
+    granted = [name for name in dict.fromkeys(asked.split() or [DEFAULT_SCOPE]) if name in held_names]
+    if not granted:
+        raise InvalidScope(NO_SCOPE_HELD)
+    return " ".join(granted)
+
+
 def _issue(
-    username: str, sid: str, jti: str, now: datetime, refresh_until: datetime, lifetimes: Lifetimes
+    username: str, sid: str, jti: str, now: datetime, refresh_until: datetime, lifetimes: Lifetimes, scope: str
 ) -> TokenPair:
+    claims = {"sub": username, "sid": sid, "scope": scope}
     return TokenPair(
-        access_token=create_access_token({"sub": username, "sid": sid}, expires_delta=lifetimes.access),
+        access_token=create_access_token(claims, expires_delta=lifetimes.access),
         expires_in=max(1, round(lifetimes.access.total_seconds())),
         refresh_token=create_refresh_token(username, sid, jti, now, refresh_until),
+        scope=scope,
     )
 
 
 def log_in(engine: Engine, username: str, scope: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
-    """Start a session for a user whose password was checked; its first access and refresh tokens."""
-    sid, jti = store.start_session(engine, username, scope, now, lifetimes.refresh, lifetimes.session)
+    """Start a session granted scope for a user whose password was checked; its first access and refresh tokens.
+
+    InvalidScope when the user no longer holds every scope of it (one was taken away during the login).
+    """
+    try:
+        sid, jti = store.start_session(engine, username, scope, now, lifetimes.refresh, lifetimes.session)
+    except store.ScopeNotHeld:
+        raise InvalidScope(NO_SCOPE_HELD) from None
     refresh_until = min(now + lifetimes.refresh, now + lifetimes.session)
-    return _issue(username, sid, jti, now, refresh_until, lifetimes)
+    return _issue(username, sid, jti, now, refresh_until, lifetimes, scope)
 
 
-def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
-    """Spend a refresh token for new tokens in the same session; a spent one presented again ends the session."""
+def _refuse_wider_scope(engine: Engine, claims: dict, asked: list[str], now: datetime) -> None:
+    session = store.get_session(engine, claims["sid"])
+    current = (
+        session is not None
+        and session.ended_at is None
+        and session.refresh_jti == claims["jti"]
+        and now < min(session.expires_at, session.refresh_expires_at)
+    )
+    if current and not set(asked) <= set(session.scope.split()):
+        raise InvalidScope(SCOPE_NOT_GRANTED)  # before rotating: the refresh token is not spent
+
+
+def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifetimes, scope: str = "") -> TokenPair:
+    """Spend a refresh token for new tokens in the same session; a spent one presented again ends the session.
+
+    scope may ask for fewer scopes than the session was granted (the new access token carries only those), never
+    more (InvalidScope); left empty, the new access token carries the session's whole grant.
+    """
     try:
         claims = decode_refresh_token(refresh_token, now)
     except TokenError:
         raise InvalidGrant(INVALID_REFRESH_TOKEN) from None
+    asked = list(dict.fromkeys(scope.split()))
+    if asked:
+        _refuse_wider_scope(engine, claims, asked, now)
     sid, new_jti = claims["sid"], store.new_token_id()
     result = store.rotate_refresh(engine, sid, claims["jti"], new_jti, now, lifetimes.refresh)
     if result.outcome is Rotation.REUSED:
@@ -127,7 +183,10 @@ def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifeti
         raise InvalidGrant(SESSION_ENDED)
     if result.outcome is not Rotation.ROTATED:
         raise InvalidGrant(INVALID_REFRESH_TOKEN)
-    return _issue(result.username, sid, new_jti, now, result.refresh_expires_at, lifetimes)
+    if not set(asked) <= set(result.scope.split()):
+        raise InvalidScope(SCOPE_NOT_GRANTED)
+    granted = " ".join(asked) if asked else result.scope
+    return _issue(result.username, sid, new_jti, now, result.refresh_expires_at, lifetimes, granted)
 
 
 def session_of(token: str) -> str | None:

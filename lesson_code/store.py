@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,6 +30,8 @@ DEFAULT_DATABASE_FILE = Path(__file__).resolve().parent.parent / "lesson.db"
 REFRESH_LIFETIME = timedelta(days=7)
 SESSION_LIFETIME = timedelta(days=30)
 DEFAULT_SCOPES = "me"
+# Every scope the API knows, declared once: /docs shows these in its Authorize dialog, the store refuses any other.
+SCOPES = {"me": "Read your own profile", "admin": "Manage users: list them, disable them"}
 POOL_SIZE = 40  # as many connections as FastAPI has worker threads (anyio's default), so none is opened per request
 LOCK_TIMEOUT_SECONDS = 5.0  # how long a query waits for a lock before the request is answered 503
 CONNECT_TIMEOUT_SECONDS = 5
@@ -58,6 +60,10 @@ class UserExists(StoreError):
 
 class UnknownUser(StoreError):
     pass
+
+
+class ScopeNotHeld(StoreError):
+    """A session was to be granted a scope the user does not hold (now): it is not started."""
 
 
 class UTCDateTime(TypeDecorator):
@@ -283,12 +289,15 @@ def seed_demo_users(engine: Engine, hash_password: Callable[[str], str], now: da
     return added
 
 
-def normalise_scopes(scopes: str | Iterable[str]) -> str:
-    """Scopes as one space-separated string, each once, in the order given; refuses a malformed scope."""
+def normalise_scopes(scopes: str | Iterable[str], known: Mapping[str, str] | None = None) -> str:
+    """Scopes as one space-separated string, each once, in the order given; refuses a malformed or unknown scope."""
+    known = SCOPES if known is None else known
     names = scopes.split() if isinstance(scopes, str) else [name for scope in scopes for name in scope.split()]
     for name in names:
         if not SCOPE_TOKEN.fullmatch(name):
             raise StoreError(f"invalid scope {name!r}: use printable ASCII without spaces, quotes or backslashes")
+        if name not in known:
+            raise StoreError(f"unknown scope {name!r}: the API knows {', '.join(known)}")
     if not names:
         raise StoreError("a user needs at least one scope")
     return " ".join(dict.fromkeys(names))
@@ -345,7 +354,8 @@ def _end_sessions_of(connection: Connection, username: str, now: datetime) -> in
 
 
 def _update_user(connection: Connection, username: str, **values: Any) -> None:
-    if connection.execute(update(users).where(users.c.username == username).values(**values)).rowcount != 1:
+    statement = update(users).where(users.c.username == username).values(**values)
+    if "\x00" in username or connection.execute(statement).rowcount != 1:  # PostgreSQL refuses a NUL
         raise UnknownUser(f"no user named {username!r}")
 
 
@@ -396,7 +406,11 @@ def start_session(
     refresh_lifetime: timedelta = REFRESH_LIFETIME,
     session_lifetime: timedelta = SESSION_LIFETIME,
 ) -> tuple[str, str]:
-    """Start a session at login; returns (sid, refresh_jti) for the tokens to carry."""
+    """Start a session at login with the scope granted; returns (sid, refresh_jti) for the tokens to carry.
+
+    ScopeNotHeld when the user does not hold every scope granted, read under a lock that set_scopes waits for: a
+    scope taken away while the password was being checked is not granted after all.
+    """
     sid, refresh_jti = new_token_id(), new_token_id()
     expires_at = now + session_lifetime
     row = {
@@ -409,8 +423,14 @@ def start_session(
         "refresh_jti": refresh_jti,
         "refresh_expires_at": min(now + refresh_lifetime, expires_at),
     }
+    held_now = select(users.c.scopes).where(users.c.username == username).with_for_update(read=True)
     try:
         with _writing(engine) as connection:
+            held = connection.scalar(held_now)
+            if held is None:
+                raise UnknownUser(f"no user named {username!r}")
+            if not set(scope.split()) <= set(held.split()):
+                raise ScopeNotHeld(f"user {username!r} does not hold every scope of {scope!r}")
             connection.execute(insert(sessions), row)
     except sa_exc.IntegrityError:
         raise UnknownUser(f"no user named {username!r}") from None

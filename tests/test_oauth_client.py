@@ -55,7 +55,7 @@ def test_authlib_logs_in_and_refreshes_by_itself(live_service):
     with client:
         first = dict(client.fetch_token(username="alice", password="wonderland"))
         assert (first["token_type"], first["expires_in"]) == ("bearer", ACCESS_SECONDS)
-        assert sorted(first) == ["access_token", "expires_at", "expires_in", "refresh_token", "token_type"]
+        assert sorted(first) == ["access_token", "expires_at", "expires_in", "refresh_token", "scope", "token_type"]
         assert client.get(f"{live_service}/users/me").json() == ALICE
         assert updates == []
 

@@ -74,14 +74,14 @@ def test_login_answers_as_rfc_6749_section_5_1(service, db):
     response = login(service)
     assert response.status_code == 200
     body = response.json()
-    assert sorted(body) == ["access_token", "expires_in", "refresh_token", "token_type"]
-    assert (body["token_type"], body["expires_in"]) == ("bearer", 900)
+    assert sorted(body) == ["access_token", "expires_in", "refresh_token", "scope", "token_type"]
+    assert (body["token_type"], body["expires_in"], body["scope"]) == ("bearer", 900, "me")
     assert headers_of(response, NO_STORE) == NO_STORE
 
     access, refresh_claims = claims_of(body["access_token"]), claims_of(body["refresh_token"])
     assert pyjwt.get_unverified_header(body["access_token"]) == {"alg": "HS256", "typ": "JWT"}
-    assert sorted(access) == ["exp", "iat", "sid", "sub"]
-    assert (access["sub"], access["exp"] - access["iat"]) == ("alice", 900)
+    assert sorted(access) == ["exp", "iat", "scope", "sid", "sub"]
+    assert (access["sub"], access["scope"], access["exp"] - access["iat"]) == ("alice", "me", 900)
     assert pyjwt.get_unverified_header(body["refresh_token"]) == {"alg": "HS256", "typ": "refresh+jwt"}
     assert sorted(refresh_claims) == ["exp", "iat", "jti", "sid", "sub"]
     assert (refresh_claims["sub"], refresh_claims["sid"]) == ("alice", access["sid"])
@@ -134,8 +134,8 @@ def test_refresh_rotates_without_hashing_a_password(service, db, monkeypatch):
     response = refresh(service, first["refresh_token"])
     assert response.status_code == 200
     second = response.json()
-    assert sorted(second) == ["access_token", "expires_in", "refresh_token", "token_type"]
-    assert (second["token_type"], second["expires_in"]) == ("bearer", 900)
+    assert sorted(second) == ["access_token", "expires_in", "refresh_token", "scope", "token_type"]
+    assert (second["token_type"], second["expires_in"], second["scope"]) == ("bearer", 900, "me")
     assert headers_of(response, NO_STORE) == NO_STORE
     assert hashed == []
     old, new = claims_of(first["refresh_token"]), claims_of(second["refresh_token"])
@@ -438,14 +438,39 @@ def test_login_protections_hold(start_service, monkeypatch):
 
 def test_the_openapi_schema(service):
     schema = service.get("/openapi.json").json()
+    scopes = {"me": "Read your own profile", "admin": "Manage users: list them, disable them"}
     assert schema["components"]["securitySchemes"] == {
-        "OAuth2PasswordBearer": {"type": "oauth2", "flows": {"password": {"scopes": {}, "tokenUrl": "token"}}}
+        "OAuth2PasswordBearer": {"type": "oauth2", "flows": {"password": {"scopes": scopes, "tokenUrl": "token"}}}
     }
     paths = schema["paths"]
-    assert sorted(paths) == ["/logout", "/logout/everywhere", "/revoke", "/token", "/users/me"]
+    assert sorted(paths) == [
+        "/logout",
+        "/logout/everywhere",
+        "/revoke",
+        "/token",
+        "/users",
+        "/users/me",
+        "/users/{username}/disable",
+    ]
     assert sorted(paths["/token"]["post"]["responses"]) == ["200", "400", "401", "413", "422", "429", "503"]
-    assert sorted(paths["/users/me"]["get"]["responses"]) == ["200", "401", "413", "503"]
+    assert sorted(paths["/users/me"]["get"]["responses"]) == ["200", "401", "403", "413", "503"]
+    assert sorted(paths["/users"]["get"]["responses"]) == ["200", "401", "403", "413", "503"]
+    assert sorted(paths["/users/{username}/disable"]["post"]["responses"]) == [
+        *("200", "401", "403", "404", "409", "413", "422", "503")
+    ]
     assert sorted(paths["/logout"]["post"]["responses"]) == ["204", "401", "413", "503"]
+    security = {
+        (path, method): operation.get("security") for path, item in paths.items() for method, operation in item.items()
+    }
+    assert security == {
+        ("/token", "post"): None,
+        ("/revoke", "post"): None,
+        ("/users/me", "get"): [{"OAuth2PasswordBearer": ["me"]}],
+        ("/users", "get"): [{"OAuth2PasswordBearer": ["admin"]}],
+        ("/users/{username}/disable", "post"): [{"OAuth2PasswordBearer": ["admin"]}],
+        ("/logout", "post"): [{"OAuth2PasswordBearer": []}],
+        ("/logout/everywhere", "post"): [{"OAuth2PasswordBearer": []}],
+    }
     assert sorted(paths["/revoke"]["post"]["responses"]) == ["200", "413", "422", "503"]
     form = schema["components"]["schemas"]["TokenRequest"]["properties"]
     assert sorted(form) == ["grant_type", "password", "refresh_token", "scope", "username"]
