@@ -226,8 +226,10 @@ def add_users_commands(commands) -> None:
         "scopes",
         run_users_scopes,
         "set the scopes a user may be granted",
-        "Replace the scopes a user may be granted at login (the API knows 'me' and 'admin'). Taking a scope away "
-        "ends every session of the user, so no token outlives the privilege it carried; adding one does not.",
+        "Replace the scopes a user may be granted at login. The API knows "
+        + ", ".join(f"{name} ({description})" for name, description in store.SCOPES.items())
+        + "; any other is refused. Taking a scope away ends every session of the user, so no token outlives the "
+        "privilege it carried; adding one does not.",
     )
     scopes.add_argument("name", type=username, metavar="NAME")
     scopes.add_argument("scopes", nargs="+", metavar="SCOPE", help="every scope the user keeps, e.g. me admin")

@@ -395,6 +395,10 @@ BAD_ARGUMENTS = {
         ("users", "scopes", "alice", "me", 'ad"min'),
         "error: invalid scope 'ad\"min': use printable ASCII without spaces, quotes or backslashes",
     ),
+    "unknown scope": (
+        ("users", "scopes", "alice", "me", "root"),
+        "error: unknown scope 'root': the API knows me, admin",
+    ),
 }
 
 
@@ -478,6 +482,11 @@ def test_users_help_lists_the_commands_and_the_exit_statuses(capsys):
         ("set-password", "Says how many sessions were ended."),
         ("logout", "Says how many sessions were ended."),
         ("scopes", "Taking a scope away ends every session of the user"),
+        (
+            "scopes",
+            "The API knows me (Read your own profile), admin (Manage users: list them, disable them); any other is "
+            "refused.",
+        ),
     ],
 )
 def test_each_users_command_says_what_it_does_and_its_exit_statuses(capsys, command, says):

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, inspect, text, update
+from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 
@@ -161,6 +161,8 @@ def test_add_user(engine: Engine) -> None:
         store.add_user(engine, "erin", "hashed:pw", scopes='me b"ad')
     with pytest.raises(store.StoreError, match=r"^a user needs at least one scope$"):
         store.add_user(engine, "erin", "hashed:pw", scopes=" ")
+    with pytest.raises(store.StoreError, match=r"^unknown scope 'root': the API knows me, admin$"):
+        store.add_user(engine, "erin", "hashed:pw", scopes="me root")
     assert [user.username for user in store.list_users(engine)] == ["alice", "bob", "carol", "dave"]
     assert store.get_user(engine, "alice").hashed_password == "hashed:wonderland"
 
@@ -183,6 +185,8 @@ def test_disable_and_enable(engine: Engine) -> None:
     assert store.active_session_user(engine, fresh, NOW) == ALICE
     with pytest.raises(store.UnknownUser, match=r"^no user named 'zed'$"):
         store.set_disabled(engine, "zed", True)
+    with pytest.raises(store.UnknownUser, match=r"^no user named 'alice\\x00'$"):  # PostgreSQL is not asked
+        store.set_disabled(engine, "alice\x00", True)
 
 
 def test_set_password_ends_sessions(engine: Engine) -> None:
@@ -210,7 +214,58 @@ def test_set_scopes(engine: Engine) -> None:
         store.set_scopes(engine, "zed", "me")
     with pytest.raises(store.StoreError, match=r"^invalid scope 'a\\\\b': use printable ASCII"):
         store.set_scopes(engine, "alice", "a\\b")
+    with pytest.raises(store.StoreError, match=r"^unknown scope 'Admin': the API knows me, admin$"):
+        store.set_scopes(engine, "alice", "me Admin")
     assert store.get_user(engine, "alice").scopes == "me"
+    assert store.normalise_scopes("read me", known={"read": "", "me": ""}) == "read me"
+
+
+def test_a_session_is_granted_only_scopes_the_user_holds(engine: Engine) -> None:
+    with pytest.raises(store.ScopeNotHeld, match=r"^user 'alice' does not hold every scope of 'me admin'$"):
+        store.start_session(engine, "alice", "me admin", NOW)
+    assert store.end_user_sessions(engine, "alice", NOW) == 0  # none was started
+    store.set_scopes(engine, "alice", "me admin")
+    sid, _ = store.start_session(engine, "alice", "me admin", NOW)
+    assert session_row(engine, sid).scope == "me admin"
+
+
+def test_a_session_starting_while_a_scope_is_taken_away_waits_and_is_refused(engine: Engine, db: Database) -> None:
+    if db.kind == "sqlite":
+        pytest.skip("SQLite: each writer holds the whole database from BEGIN IMMEDIATE, so nothing can interleave")
+    carol = store.users.c.username == "carol"
+    with engine.connect() as holder:
+        transaction = holder.begin()  # what set_scopes does, held open
+        holder.execute(select(store.users.c.scopes).where(carol).with_for_update())
+        holder.execute(update(store.users).where(carol).values(scopes="me"))
+        results = []
+        thread = threading.Thread(
+            target=lambda: results.append(_attempt(store.start_session, engine, "carol", "me admin", NOW))
+        )
+        thread.start()
+        _wait_for_a_lock_wait(db.engine)
+        transaction.commit()
+        thread.join(THREAD_TIMEOUT)
+    assert [type(result) for result in results] == [store.ScopeNotHeld]
+    assert store.end_user_sessions(engine, "carol", NOW) == 0
+
+
+def _attempt(function: Callable, *args: object) -> object:
+    try:
+        return function(*args)
+    except Exception as error:  # returned to the test, which checks which one
+        return error
+
+
+def _wait_for_a_lock_wait(engine: Engine) -> None:
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    for _ in range(THREAD_TIMEOUT * 100):
+        with engine.connect() as connection:
+            if connection.scalar(waiting):
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("start_session never waited for the lock")
 
 
 def test_start_session(engine: Engine) -> None:
