@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response, Security, status
+from fastapi import Depends, FastAPI, Form, HTTPException, Path, Request, Response, Security, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from pydantic import BaseModel, Field
@@ -334,7 +334,7 @@ def list_users(
 
 @app.post("/users/{username}/disable", responses=DISABLE_RESPONSES)
 def disable_user(
-    username: str,
+    username: Annotated[str, Path(description="The user to disable", examples=["bob"])],
     admin: Annotated[UserPublic, Security(get_current_user, scopes=["admin"])],
     engine: DatabaseEngine,
     now: Now,
