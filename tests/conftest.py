@@ -1,7 +1,9 @@
+import contextlib
 import functools
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -91,6 +93,40 @@ def start_service(db: Database, monkeypatch):  # noqa: F811  (db: the fixture im
     for client in clients:
         client.__exit__(None, None, None)
     get_settings.cache_clear()
+
+
+@contextlib.contextmanager
+def serving_the_service(database_url: str, **settings) -> Iterator[str]:
+    """lesson_code.service under uvicorn on 127.0.0.1 (a thread of this process), on database_url with the demo users
+    seeded (cached hashes) and settings as keyword arguments; yields its base URL, stops it afterwards."""
+    from lesson_code import store
+    from lesson_code.service import app
+    from lesson_code.settings import get_settings
+    from notebooks.helpers.local_server import serve_in_background
+
+    engine = store.make_engine(database_url, pool_size=1)
+    try:
+        store.create_schema(engine)
+        store.seed_demo_users(engine, argon2_hash)
+    finally:
+        engine.dispose()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        for name, value in settings.items():
+            monkeypatch.setenv(name.upper(), str(value))
+        get_settings.cache_clear()
+        try:
+            with serve_in_background(app) as base_url:
+                yield base_url
+        finally:
+            get_settings.cache_clear()
+
+
+@pytest.fixture
+def service_server(db: Database) -> Iterator[str]:  # noqa: F811  (db: the fixture imported above)
+    """lesson_code.service under uvicorn on 127.0.0.1, on SQLite and then on PostgreSQL: its base URL."""
+    with serving_the_service(db.url) as base_url:
+        yield base_url
 
 
 @pytest.fixture
