@@ -25,6 +25,7 @@ from lesson_code.tokens import (
     HEADER_CHECKS,
     TokenError,
     _check_signature_spelling,
+    _check_type,
     _verify_signature_and_read,
     create_access_token,
     decode_access_token,
@@ -78,7 +79,7 @@ def _check_refresh_type(header: dict) -> None:
 
 
 # tokens.HEADER_CHECKS holds an access token's own typ rule (_check_type): a refresh token takes its own instead.
-REFRESH_HEADER_CHECKS = (*(check for check in HEADER_CHECKS if check.__name__ != "_check_type"), _check_refresh_type)
+REFRESH_HEADER_CHECKS = (*(rule for rule in HEADER_CHECKS if rule is not _check_type), _check_refresh_type)
 
 
 def _require_text(claims: dict, *names: str) -> None:
@@ -90,13 +91,13 @@ def _require_text(claims: dict, *names: str) -> None:
 def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     """The claims of a refresh token this service signed and that has not expired; raise TokenError otherwise."""
     header = get_unverified_header(token)
-    for check in REFRESH_HEADER_CHECKS:
-        check(header)
+    for rule in REFRESH_HEADER_CHECKS:
+        rule(header)
     _check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
     seconds = (now or datetime.now(timezone.utc)).timestamp()
-    for check in CLAIM_CHECKS:
-        check(claims, seconds)
+    for rule in CLAIM_CHECKS:
+        rule(claims, seconds)
     _require_text(claims, "sid", "jti")
     return claims
 
