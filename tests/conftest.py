@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lesson_code import passwords
 from lesson_code.tokens import get_secret_key
 from tests.utils.databases import Database, db  # noqa: F401  (the fixture: SQLite, then PostgreSQL)
 from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through db)
@@ -133,3 +134,17 @@ def service_server(db: Database) -> Iterator[str]:  # noqa: F811  (db: the fixtu
 def service(start_service):
     """lesson_code.service with its default settings, on SQLite and then on PostgreSQL."""
     return start_service()
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The hashes password_hash.verify was asked to check, in order."""
+    calls = []
+    verify = passwords.password_hash.verify
+
+    def recording_verify(password, hashed_password):
+        calls.append(hashed_password)
+        return verify(password, hashed_password)
+
+    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
+    return calls

@@ -50,15 +50,7 @@ def test_wrong_password_and_unknown_user_get_identical_answers(client):
     assert dict(wrong_password.headers) == dict(unknown_user.headers)
 
 
-def test_a_disabled_user_gets_the_same_answer_as_a_wrong_password_after_the_same_work(client, monkeypatch):
-    hashed = []
-    verify = passwords.password_hash.verify
-
-    def recording_verify(password, hashed_password):
-        hashed.append(hashed_password)
-        return verify(password, hashed_password)
-
-    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
+def test_a_disabled_user_gets_the_same_answer_as_a_wrong_password_after_the_same_work(client, hashed):
     right_password = login(client, "bob", "builder")
     wrong_password = login(client, "bob", "not-builder")
     for response in (right_password, wrong_password):

@@ -4,7 +4,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import jwt as pyjwt
 import pytest
 import uvicorn
@@ -22,6 +20,7 @@ from lesson_code import store
 from lesson_code.cli import MAX_STDIN_BYTES, format_time_left, main
 from lesson_code.settings import get_settings
 from lesson_code.tokens import create_access_token
+from tests.utils.uvicorn_process import free_port, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 HOW = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
@@ -465,22 +464,12 @@ def test_format_time_left(left, text):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl+C does")
 def test_serve_starts_the_api_on_the_given_port_and_stops_on_ctrl_c(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path / 'lesson.db'}"}
     command = [sys.executable, "-m", "lesson_code", "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
-                time.sleep(0.1)
-        assert response.status_code == 200
+        response = wait_until_answering(f"http://127.0.0.1:{port}/docs", server, timeout=30)
         assert "<title>JWT lesson service - Swagger UI</title>" in response.text
     finally:
         server.send_signal(signal.SIGINT)

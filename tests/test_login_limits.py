@@ -38,20 +38,6 @@ def clock(monkeypatch):
 
 
 @pytest.fixture
-def hashed(monkeypatch):
-    """The hashes password_hash.verify was asked to check, in order."""
-    calls = []
-    verify = passwords.password_hash.verify
-
-    def recording_verify(password, hashed_password):
-        calls.append(hashed_password)
-        return verify(password, hashed_password)
-
-    monkeypatch.setattr(passwords.password_hash, "verify", recording_verify)
-    return calls
-
-
-@pytest.fixture
 def limited(clock):
     """Start the app with these settings and a fresh count; then log in as if from an address."""
     clients = []

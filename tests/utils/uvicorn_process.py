@@ -24,6 +24,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_answering(url: str, process: subprocess.Popen, output=lambda: "", timeout: float = START_TIMEOUT):
+    """Poll url until it answers 200; raise, with what the process printed, if it exits or times out first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {output()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not answer within {timeout} s: {output()}")
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
 def log_config(access_log: Path) -> dict:
     """uvicorn's access log as 'pid method path status' lines in access_log; its other messages on stderr."""
     return {
@@ -58,17 +75,7 @@ def uvicorn_process(app: str, env: dict[str, str], folder: Path, workers: int = 
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}: {_output(folder)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not answer within {START_TIMEOUT} s: {_output(folder)}")
-            try:
-                if httpx.get(f"{base_url}/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_answering(f"{base_url}/openapi.json", process, lambda: _output(folder))
         yield base_url
     finally:
         process.send_signal(signal.SIGTERM)
