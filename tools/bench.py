@@ -1,16 +1,21 @@
-"""make bench: how the lesson's API holds up, measured with wrk against uvicorn on 127.0.0.1.
+"""make bench: how the lesson's API and the finished service hold up, measured with wrk against uvicorn on 127.0.0.1.
 
-    python tools/bench.py [--seconds N] [--compare]
+    python tools/bench.py [--seconds N] [--repeat N] [--compare] [--only SECTION,...]
 
-0. Guessing storm: 400 connections guess alice's password while she logs in from another address: the share of
-   guesses answered 401, 429 (limits) and 503 (hashing queue full), her share of 200 and her login latency;
-   once with the default limits, once with the limits lifted (guesses from more addresses than they can tell apart).
-   It runs three times as long as the other runs: the limits stop a guesser only once its first failures are hashed.
-1. Login storm: /users/me throughput while four clients log in non-stop, as a share of its idle throughput.
-2. Protection cost: /users/me (token checked) against the same handler without protection.
-3. Encode and decode time per token: lesson_code against bare python-jose and a standard-library HMAC floor.
---compare runs the login storm for the variants in tools/bench_app.py too (hashing on the event loop, or
-in threads without a limit), to show what the lesson's design buys.
+Sections (--only picks some of them; the default is all):
+  guessing   400 connections guess alice's password while she logs in from another address (app.py): the share of
+             guesses answered 401, 429 (limits) and 503 (hashing queue full), her share of 200 and her login latency;
+             once with the default limits, once with the limits lifted (as from more addresses than they can tell
+             apart). It runs three times as long as the others: the limits stop a guesser once its failures are hashed.
+  storm      Login storm: /users/me throughput while four clients log in non-stop, as a share of its idle throughput,
+             for app.py (and, with --compare, the variants of tools/bench_app.py) and for service.py.
+  protection /users/me (token checked; in service.py its session and user too, in SQL, on every request) against the
+             same handler without protection, in the same server.
+  refresh    service.py: refresh throughput (grant_type=refresh_token; every request spends a refresh token that was
+             never used and brings back the next one) against login throughput (password grant).
+  tokens     Encode and decode time per token: lesson_code against bare python-jose and a standard-library HMAC floor.
+The service runs on a fresh SQLite database in a temporary folder (DATABASE_URL). Every wrk measurement is repeated
+--repeat times, interleaved; the table gives the best ratio and the spread of the ratios.
 """
 
 import argparse
@@ -20,6 +25,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import socket
@@ -29,13 +35,14 @@ import sys
 import tempfile
 import time
 import timeit
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("guessing", "storm", "protection", "refresh", "tokens")
 LOGIN_SCRIPT = """
 wrk.method = "POST"
 wrk.body = "username=alice&password=wonderland"
@@ -54,13 +61,52 @@ function done(summary, latency, requests)
   end
 end
 """
+# Refresh tokens are spent once: each request takes one never used from a queue (read from the file named after --)
+# and each 200 puts the refresh token it brings back at the end of the queue. The queue starts with more tokens than
+# there are connections, so a lost answer cannot leave a connection without one; if the queue ever runs dry the
+# request goes out with a token that cannot work, and is counted as failed ("none left").
+REFRESH_SCRIPT = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  queue, first, last, statuses, dry = {}, 1, 0, {}, 0
+  for line in io.lines(args[1]) do last = last + 1; queue[last] = line end
+end
+function request()
+  local token = "none-left"
+  if queue and first <= last then
+    token, queue[first], first = queue[first], nil, first + 1
+  elseif queue then
+    dry = dry + 1
+  end
+  local headers = {["Content-Type"] = "application/x-www-form-urlencoded"}
+  return wrk.format("POST", nil, headers, "grant_type=refresh_token&refresh_token=" .. token)
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  local token = status == 200 and body:match('"refresh_token"%s*:%s*"([^"]+)"')
+  if token then last = last + 1; queue[last] = token end
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do io.write(string.format("status %d: %d\\n", status, count)) end
+    io.write(string.format("none left: %d\\n", thread:get("dry")))
+  end
+end
+"""
 STORM_CONNECTIONS = 400
+READERS = 16  # connections reading /users/me
+LOGIN_CLIENTS = 4
+REFRESH_CONNECTIONS = 16
+REFRESH_TOKENS_PER_CONNECTION = 4
+WARM_UP_SECONDS = 1
 # As if the guesses came from more addresses than the limits can tell apart: only the hashing queue stands.
 LIMITS_LIFTED = {
     "LOGIN_FAILURES_PER_ACCOUNT": "1000000/hour",
     "LOGIN_FAILURES_PER_CLIENT": "1000000/hour",
     "LOGIN_FAILURES_PER_ACCOUNT_AND_CLIENT": "1000000/hour",
 }
+APP, SERVICE = "bench_app", "bench_service"  # the modules in tools/ that serve app.py and service.py
 
 
 def free_port() -> int:
@@ -70,51 +116,55 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(variant: str, secret: str, settings: dict | None = None):
-    """uvicorn, one worker, in its own process; stopped on leaving the block."""
+def server(module: str, secret: str, variant: str = "lesson", settings: dict | None = None, code: Path = ROOT):
+    """uvicorn, one worker, in its own process (service.py on a fresh SQLite file); stopped on leaving the block."""
     port = free_port()
-    env = {
-        **os.environ,
-        **(settings or {}),
-        "JWT_SECRET_KEY": secret,
-        "BENCH_VARIANT": variant,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tools'}",
-    }
-    command = [sys.executable, "-m", "uvicorn", "bench_app:app", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen([*command, "--log-level", "warning", "--no-access-log"], env=env, cwd=ROOT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base_url}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("bench: the server did not start") from None
-                time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory() as folder:
+        env = {
+            **os.environ,
+            **(settings or {}),
+            "JWT_SECRET_KEY": secret,
+            "BENCH_VARIANT": variant,
+            "DATABASE_URL": f"sqlite:///{Path(folder, 'bench.db')}",
+            "PYTHONPATH": f"{code}{os.pathsep}{ROOT / 'tools'}",
+        }
+        command = [sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen([*command, "--log-level", "warning", "--no-access-log"], env=env, cwd=folder)
+        base_url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{base_url}/openapi.json", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"bench: the server ({module}) did not start") from None
+                    time.sleep(0.1)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def start_wrk(url: str, seconds: int, connections: int, *extra: str) -> subprocess.Popen:
+def start_wrk(url: str, seconds: int, connections: int, *extra: str, script_args: tuple = ()) -> subprocess.Popen:
     command = ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{seconds}s", *extra, url]
+    command += ["--", *script_args] if script_args else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
 def wrk_report(process: subprocess.Popen) -> dict:
-    """The figures of wrk's printed report, and how many answers had each status when STATUS_SCRIPT counted them."""
+    """The figures of wrk's printed report, and how many answers had each status when a script counted them."""
     output = process.communicate()[0]
     if process.returncode != 0 or "Requests/sec" not in output:
         raise SystemExit(f"bench: wrk failed:\n{output}")
     failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: (.*)", output)
+    dry = re.search(r"^none left: (\d+)$", output, re.M)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1]),
         "requests": int(re.search(r"(\d+) requests in", output)[1]),
@@ -122,27 +172,63 @@ def wrk_report(process: subprocess.Popen) -> dict:
         "socket_errors": errors[1] if errors else "none",
         "max_latency": re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", output)[1],
         "statuses": {int(code): int(count) for code, count in re.findall(r"^status (\d+): (\d+)$", output, re.M)},
+        "dry": int(dry[1]) if dry else 0,
     }
 
 
-def get_token(base_url: str) -> str:
-    response = httpx.post(f"{base_url}/token", data={"username": "alice", "password": "wonderland"})
+def log_in(base_url: str) -> dict:
+    response = httpx.post(f"{base_url}/token", data={"username": "alice", "password": "wonderland"}, timeout=30)
     response.raise_for_status()
-    return response.json()["access_token"]
+    return response.json()
 
 
 def users_me(base_url: str, token: str, seconds: int, path: str = "/users/me") -> subprocess.Popen:
-    return start_wrk(f"{base_url}{path}", seconds, 16, "--header", f"Authorization: Bearer {token}")
+    return start_wrk(f"{base_url}{path}", seconds, READERS, "--header", f"Authorization: Bearer {token}")
 
 
-def login_storm(variant: str, secret: str, seconds: int, login_script: str) -> dict:
-    with server(variant, secret) as base_url:
-        token = get_token(base_url)
+def warm_up(base_url: str, token: str) -> None:
+    for path in ("/users/me", "/bench/unprotected-me"):
+        wrk_report(users_me(base_url, token, WARM_UP_SECONDS, path))
+
+
+def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: dict, code: Path) -> dict:
+    with server(module, secret, variant, code=code) as base_url:
+        token = log_in(base_url)["access_token"]
+        warm_up(base_url, token)
         idle = wrk_report(users_me(base_url, token, seconds))
         readers = users_me(base_url, token, seconds)
-        logins = start_wrk(f"{base_url}/token", seconds, 4, "--script", login_script, "--timeout", "30s")
+        logins = start_wrk(
+            f"{base_url}/token", seconds, LOGIN_CLIENTS, "--script", scripts["login"], "--timeout", "30s"
+        )
         storm, login = wrk_report(readers), wrk_report(logins)
-    return {"idle": idle, "storm": storm, "login": login}
+    return {"ratio": storm["rps"] / idle["rps"], "idle": idle, "storm": storm, "login": login}
+
+
+def protection_cost(module: str, secret: str, seconds: int, code: Path) -> dict:
+    with server(module, secret, code=code) as base_url:
+        token = log_in(base_url)["access_token"]
+        warm_up(base_url, token)
+        protected = wrk_report(users_me(base_url, token, seconds))
+        unprotected = wrk_report(users_me(base_url, token, seconds, "/bench/unprotected-me"))
+    return {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
+
+
+def refresh_against_login(secret: str, seconds: int, scripts: dict, folder: str, code: Path) -> dict:
+    """service.py: logins by LOGIN_CLIENTS clients, then refreshes on REFRESH_CONNECTIONS, each token spent once."""
+    with server(SERVICE, secret, code=code) as base_url:
+        count = REFRESH_CONNECTIONS * REFRESH_TOKENS_PER_CONNECTION
+        tokens_file = Path(folder, "refresh_tokens.txt")
+        tokens_file.write_text("".join(log_in(base_url)["refresh_token"] + "\n" for _ in range(count)))
+        login = wrk_report(
+            start_wrk(f"{base_url}/token", seconds, LOGIN_CLIENTS, "--script", scripts["login"], "--timeout", "30s")
+        )
+        refresh_script = ("--script", scripts["refresh"])
+        refresh = wrk_report(
+            start_wrk(
+                f"{base_url}/token", seconds, REFRESH_CONNECTIONS, *refresh_script, script_args=(str(tokens_file),)
+            )
+        )
+    return {"ratio": refresh["statuses"].get(200, 0) / seconds / login["rps"], "refresh": refresh, "login": login}
 
 
 def legitimate_logins(base_url: str, seconds: int) -> dict:
@@ -164,7 +250,7 @@ def legitimate_logins(base_url: str, seconds: int) -> dict:
 
 def guessing_storm(secret: str, seconds: int, guess_script: str, settings: dict | None) -> tuple[dict, dict]:
     """STORM_CONNECTIONS connections guess alice's password non-stop while she logs in from another address."""
-    with server("lesson", secret, settings) as base_url:
+    with server(APP, secret, settings=settings) as base_url:
         guesses = start_wrk(
             f"{base_url}/token", seconds, STORM_CONNECTIONS, "--script", guess_script, "--timeout", "30s"
         )
@@ -176,29 +262,76 @@ def share(statuses: dict, status: int) -> str:
     return f"{statuses.get(status, 0) / max(1, sum(statuses.values())):.0%}"
 
 
-def describe_storm(name: str, guesses: dict, alice: dict) -> str:
+def guessing_rows(name: str, guesses: dict, alice: dict) -> list[tuple[str, str, str]]:
     latencies = alice["latencies"]
     figures = (
         f"p50 {statistics.median(latencies) * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms"
         if latencies
         else "none succeeded"
     )
+    statuses = guesses["statuses"]
+    return [
+        (
+            f"guessing storm, {name}: {STORM_CONNECTIONS} connections guess alice's password",
+            f"{guesses['requests']} guesses ({guesses['rps']:.0f}/s): 401 {share(statuses, 401)},"
+            f" 429 {share(statuses, 429)}, 503 {share(statuses, 503)}",
+            "one run",
+        ),
+        (
+            "  alice meanwhile, from another address",
+            f"{sum(alice['statuses'].values())} logins, 200 {share(alice['statuses'], 200)},"
+            f" 503 {share(alice['statuses'], 503)}; successful ones {figures}",
+            "",
+        ),
+    ]
+
+
+def best_and_spread(runs: list[dict]) -> tuple[dict, str]:
+    """The run with the best ratio, and the ratios' range over the runs."""
+    ratios = [run["ratio"] for run in runs]
+    best = max(runs, key=lambda run: run["ratio"])
+    if len(runs) == 1:
+        return best, "one run"
+    return best, f"{min(ratios):.2f}-{max(ratios):.2f} over {len(runs)}"
+
+
+def storm_row(name: str, runs: list[dict], target: str) -> tuple[str, str, str]:
+    best, spread = best_and_spread(runs)
+    login, failed = best["login"], sum(run["storm"]["failed"] + run["idle"]["failed"] for run in runs)
+    logins_failed = sum(run["login"]["failed"] for run in runs)
     return (
-        f"Guessing storm [{name}]: {STORM_CONNECTIONS} connections, {guesses['requests']} guesses"
-        f" ({guesses['rps']:.0f}/s): 401 {share(guesses['statuses'], 401)}, 429 {share(guesses['statuses'], 429)},"
-        f" 503 {share(guesses['statuses'], 503)}\n"
-        f"  alice meanwhile, from another address: {sum(alice['statuses'].values())} logins, 200"
-        f" {share(alice['statuses'], 200)}, 503 {share(alice['statuses'], 503)}; latency of her successful logins"
-        f" {figures}"
+        f"login storm, {name}: /users/me while {LOGIN_CLIENTS} clients log in, share of idle ({target})",
+        f"**{best['ratio']:.2f}** ({best['storm']['rps']:.0f} vs {best['idle']['rps']:.0f} req/s);"
+        f" logins {login['rps']:.1f}/s, max {login['max_latency']}; failed: logins {logins_failed},"
+        f" /users/me {failed}",
+        spread,
     )
 
 
-def protection_cost(secret: str, seconds: int) -> tuple[dict, dict]:
-    with server("lesson", secret) as base_url:
-        token = get_token(base_url)
-        protected = wrk_report(users_me(base_url, token, seconds))
-        unprotected = wrk_report(users_me(base_url, token, seconds, "/bench/unprotected-me"))
-    return protected, unprotected
+def protection_row(name: str, runs: list[dict], target: str) -> tuple[str, str, str]:
+    best, spread = best_and_spread(runs)
+    failed = sum(run["protected"]["failed"] + run["unprotected"]["failed"] for run in runs)
+    return (
+        f"protection cost, {name}: share of the same handler unprotected ({target})",
+        f"**{best['ratio']:.2f}** ({best['protected']['rps']:.0f} vs {best['unprotected']['rps']:.0f} req/s);"
+        f" failed {failed}",
+        spread,
+    )
+
+
+def refresh_row(runs: list[dict], seconds: int) -> tuple[str, str, str]:
+    best, spread = best_and_spread(runs)
+    refresh, login = best["refresh"], best["login"]
+    refused = sum(run["refresh"]["requests"] - run["refresh"]["statuses"].get(200, 0) for run in runs)
+    dry = sum(run["refresh"]["dry"] for run in runs)
+    logins_failed = sum(run["login"]["failed"] for run in runs)
+    return (
+        "refresh vs login, service.py: successful rotations per second / logins per second (target >= 10)",
+        f"**{best['ratio']:.1f}x** ({refresh['statuses'].get(200, 0) / seconds:.0f} rotations/s on"
+        f" {REFRESH_CONNECTIONS} connections vs {login['rps']:.1f} logins/s on {LOGIN_CLIENTS});"
+        f" refreshes not 200: {refused} (queue dry: {dry}), logins failed: {logins_failed}",
+        spread,
+    )
 
 
 def per_call(function, *args) -> float:
@@ -253,7 +386,7 @@ def ensure_wrk() -> None:
     if shutil.which("wrk"):
         return
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("bench: installing wrk (Debian's package)")
+        print("bench: installing wrk (Debian's package)", file=sys.stderr)
         try:
             subprocess.run(["apt-get", "update", "-qq"], check=True)
             subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
@@ -263,48 +396,139 @@ def ensure_wrk() -> None:
     raise SystemExit("bench: needs wrk, the HTTP load generator: sudo apt-get install wrk (or brew install wrk)")
 
 
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+
+
+def sections(value: str) -> list[str]:
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"sections are {', '.join(SECTIONS)}, not {value!r}")
+    return chosen
+
+
+def code_folder(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "lesson_code" / "service.py").is_file():
+        raise argparse.ArgumentTypeError(f"{value} holds no lesson_code/service.py")
+    return path
+
+
+class OtherLoad:
+    """How many cores processes other than this bench (and the servers and wrk it starts) kept busy since mark().
+
+    Linux only: busy time of every core from /proc/stat, less the CPU time of this process and its finished children.
+    """
+
+    def __init__(self) -> None:
+        self.mark()
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return float("nan")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_seconds() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return sum(usage.ru_utime + usage.ru_stime for usage in own)
+
+    def mark(self) -> None:
+        self.started, self.busy, self.own = time.monotonic(), self._busy_seconds(), self._own_seconds()
+
+    def cores(self) -> float:
+        others = (self._busy_seconds() - self.busy) - (self._own_seconds() - self.own)
+        return max(0.0, others / max(1e-9, time.monotonic() - self.started))
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message} (load average {load_average()})", file=sys.stderr, flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each ratio, interleaved (default 3)")
     parser.add_argument("--compare", action="store_true", help="also run the login storm for the other variants")
+    parser.add_argument("--only", type=sections, default=list(SECTIONS), help=f"some of: {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--code", type=code_folder, default=ROOT, help="the folder holding the lesson_code to serve (default: this one)"
+    )
     args = parser.parse_args()
+    if args.seconds < 1 or args.repeat < 1:
+        parser.error("--seconds and --repeat must be at least 1")
     ensure_wrk()
     secret = secrets.token_hex(32)
-    python = sys.version.split()[0]
-    print(
-        f"# make bench: {os.cpu_count()} cores, Python {python}, wrk on uvicorn at 127.0.0.1, {args.seconds} s a run\n"
-    )
+    started_load = load_average()
+    other_load, whole_bench, others = OtherLoad(), OtherLoad(), []
+    rows: list[tuple[str, str, str]] = []
+    runs = defaultdict(list)
+    variants = ["lesson", "unlimited", "on-loop"] if args.compare else ["lesson"]
 
     with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder, "login.lua")
-        script.write_text(LOGIN_SCRIPT)
-        guess_script = Path(folder, "guess.lua")
-        guess_script.write_text(GUESS_SCRIPT + STATUS_SCRIPT)
-        for name, settings in [("default limits", None), ("limits lifted, as from many addresses", LIMITS_LIFTED)]:
-            print(describe_storm(name, *guessing_storm(secret, 3 * args.seconds, str(guess_script), settings)))
-        print()
-        for variant in ["lesson", "unlimited", "on-loop"] if args.compare else ["lesson"]:
-            run = login_storm(variant, secret, args.seconds, str(script))
-            idle, storm, login = run["idle"], run["storm"], run["login"]
-            print(
-                f"Login storm [{variant}]: /users/me {storm['rps']:.0f} req/s during the storm vs {idle['rps']:.0f} idle"
-                f" = ratio {storm['rps'] / idle['rps']:.2f} (target >= 0.50)"
-            )
-            print(
-                f"  logins: {login['rps']:.1f}/s by 4 clients, {login['requests']} made, {login['failed']} failed,"
-                f" max latency {login['max_latency']}; /users/me failures: {storm['failed'] + idle['failed']},"
-                f" socket errors: {login['socket_errors']}"
-            )
+        scripts = {"login": LOGIN_SCRIPT + STATUS_SCRIPT, "guess": GUESS_SCRIPT + STATUS_SCRIPT}
+        scripts["refresh"] = REFRESH_SCRIPT
+        for name, text in list(scripts.items()):
+            scripts[name] = str(Path(folder, f"{name}.lua"))
+            Path(scripts[name]).write_text(text)
+        if "guessing" in args.only:
+            for name, settings in [("default limits", None), ("limits lifted", LIMITS_LIFTED)]:
+                progress(f"guessing storm, {name}")
+                rows += guessing_rows(name, *guessing_storm(secret, 3 * args.seconds, scripts["guess"], settings))
+        wrk_sections = {"storm", "protection", "refresh"} & set(args.only)
+        for repeat in range(1, args.repeat + 1) if wrk_sections else []:
+            other_load.mark()
+            if "storm" in args.only:
+                for variant in variants:
+                    progress(f"run {repeat}/{args.repeat}: login storm, app.py [{variant}]")
+                    runs[f"storm {variant}"].append(login_storm(APP, variant, secret, args.seconds, scripts, args.code))
+                progress(f"run {repeat}/{args.repeat}: login storm, service.py")
+                runs["storm service"].append(login_storm(SERVICE, "lesson", secret, args.seconds, scripts, args.code))
+            if "protection" in args.only:
+                progress(f"run {repeat}/{args.repeat}: protection cost, app.py and service.py")
+                runs["protection app"].append(protection_cost(APP, secret, args.seconds, args.code))
+                runs["protection service"].append(protection_cost(SERVICE, secret, args.seconds, args.code))
+            if "refresh" in args.only:
+                progress(f"run {repeat}/{args.repeat}: refresh vs login, service.py")
+                runs["refresh"].append(refresh_against_login(secret, args.seconds, scripts, folder, args.code))
+            others.append(other_load.cores())
+            progress(f"run {repeat}/{args.repeat} done: other processes kept {others[-1]:.2f} cores busy meanwhile")
 
-    protected, unprotected = protection_cost(secret, args.seconds)
+    if "storm" in args.only:
+        notes = {"lesson": "target >= 0.50", "unlimited": "no hashing limit", "on-loop": "Argon2 on the event loop"}
+        for variant in variants:
+            rows.append(storm_row(f"app.py [{variant}]", runs[f"storm {variant}"], notes[variant]))
+        rows.append(storm_row("service.py", runs["storm service"], "target >= 0.80"))
+    if "protection" in args.only:
+        rows.append(protection_row("app.py /users/me, token checked", runs["protection app"], "README: 0.61"))
+        rows.append(
+            protection_row(
+                "service.py /users/me, token, session and user checked in SQL", runs["protection service"], ">= 0.50"
+            )
+        )
+    if "refresh" in args.only:
+        rows.append(refresh_row(runs["refresh"], args.seconds))
+    if "tokens" in args.only:
+        for name, encode, decode in token_costs(secret):
+            rows.append((f"per token, {name}", f"create {encode:.1f} us, decode {decode:.1f} us", "best of 5"))
+
+    python = sys.version.split()[0]
     print(
-        f"\nProtection cost: /users/me {protected['rps']:.0f} req/s with the token checked vs {unprotected['rps']:.0f}"
-        f" for the same handler unprotected = ratio {protected['rps'] / unprotected['rps']:.2f}"
+        f"# make bench: {os.cpu_count()} cores, Python {python}, wrk on uvicorn (one worker) at 127.0.0.1,"
+        f" {args.seconds} s a run, ratios best of {args.repeat}\n"
+        f"# load average (1, 5, 15 min) before: {started_load}; after: {load_average()} (the bench itself loads"
+        f" both cores); other processes kept {whole_bench.cores():.2f} cores busy on average meanwhile"
+        + (f" ({', '.join(f'{cores:.2f}' for cores in others)} in the runs 1 to {len(others)})" if others else "")
+        + "\n"
     )
-
-    print("\nPer token, best of 5 (microseconds):            encode   decode")
-    for name, encode, decode in token_costs(secret):
-        print(f"  {name:<45} {encode:7.1f}  {decode:7.1f}")
+    print("| what | figure (best run) | spread |\n| --- | --- | --- |")
+    for what, figure, spread in rows:
+        print(f"| {what} | {figure} | {spread} |")
     return 0
 
 
