@@ -100,6 +100,8 @@ LOGIN_CLIENTS = 4
 REFRESH_CONNECTIONS = 16
 REFRESH_TOKENS_PER_CONNECTION = 4
 WARM_UP_SECONDS = 1
+SLICE_SECONDS = 1  # the two sides of a ratio are measured in turns, a second at a time
+SETTLE_SECONDS = 0.3
 # As if the guesses came from more addresses than the limits can tell apart: only the hashing queue stands.
 LIMITS_LIFTED = {
     "LOGIN_FAILURES_PER_ACCOUNT": "1000000/hour",
@@ -176,6 +178,37 @@ def wrk_report(process: subprocess.Popen) -> dict:
     }
 
 
+def seconds_of(latency: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", latency).groups()
+    return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[unit]
+
+
+def combined(reports: list[dict]) -> dict:
+    """One report for slices of equal length: mean throughput, summed counts, the longest latency."""
+    statuses = Counter()
+    for report in reports:
+        statuses.update(report["statuses"])
+    errors = sorted({report["socket_errors"] for report in reports} - {"none"})
+    return {
+        "rps": statistics.fmean(report["rps"] for report in reports),
+        "requests": sum(report["requests"] for report in reports),
+        "failed": sum(report["failed"] for report in reports),
+        "socket_errors": "; ".join(errors) or "none",
+        "max_latency": max((report["max_latency"] for report in reports), key=seconds_of),
+        "statuses": dict(statuses),
+        "dry": sum(report["dry"] for report in reports),
+    }
+
+
+def alternating(seconds: int, **measures) -> dict:
+    """Each measure run for one second at a time, taking turns, seconds times: background load falls on all alike."""
+    slices = {name: [] for name in measures}
+    for _ in range(seconds):
+        for name, measure in measures.items():
+            slices[name].append(measure())
+    return {name: combined(reports) for name, reports in slices.items()}
+
+
 def log_in(base_url: str) -> dict:
     response = httpx.post(f"{base_url}/token", data={"username": "alice", "password": "wonderland"}, timeout=30)
     response.raise_for_status()
@@ -195,21 +228,31 @@ def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: d
     with server(module, secret, variant, code=code) as base_url:
         token = log_in(base_url)["access_token"]
         warm_up(base_url, token)
-        idle = wrk_report(users_me(base_url, token, seconds))
-        readers = users_me(base_url, token, seconds)
-        logins = start_wrk(
-            f"{base_url}/token", seconds, LOGIN_CLIENTS, "--script", scripts["login"], "--timeout", "30s"
-        )
-        storm, login = wrk_report(readers), wrk_report(logins)
-    return {"ratio": storm["rps"] / idle["rps"], "idle": idle, "storm": storm, "login": login}
+        logins = []
+
+        def storm() -> dict:
+            readers = users_me(base_url, token, SLICE_SECONDS)
+            clients = start_wrk(f"{base_url}/token", SLICE_SECONDS, LOGIN_CLIENTS, "--script", scripts["login"])
+            report = wrk_report(readers)
+            logins.append(wrk_report(clients))
+            time.sleep(SETTLE_SECONDS)  # the logins wrk left in flight finish hashing before the next idle slice
+            return report
+
+        runs = alternating(seconds, idle=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS)), storm=storm)
+    idle, storm_report, login = runs["idle"], runs["storm"], combined(logins)
+    return {"ratio": storm_report["rps"] / idle["rps"], "idle": idle, "storm": storm_report, "login": login}
 
 
 def protection_cost(module: str, secret: str, seconds: int, code: Path) -> dict:
     with server(module, secret, code=code) as base_url:
         token = log_in(base_url)["access_token"]
         warm_up(base_url, token)
-        protected = wrk_report(users_me(base_url, token, seconds))
-        unprotected = wrk_report(users_me(base_url, token, seconds, "/bench/unprotected-me"))
+        runs = alternating(
+            seconds,
+            protected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS)),
+            unprotected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, "/bench/unprotected-me")),
+        )
+    protected, unprotected = runs["protected"], runs["unprotected"]
     return {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
 
 
