@@ -24,6 +24,7 @@ def test_the_lessons_are_all_there():
         "04_fastapi_app.ipynb",
         "05_attacks_and_defences.ipynb",
         "06_sessions_refresh_logout.ipynb",
+        "07_scopes_and_roles.ipynb",
     ]
 
 
