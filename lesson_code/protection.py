@@ -48,8 +48,21 @@ def body_too_large(max_bytes: int) -> HTTPException:
     )
 
 
+def declared_charset(content_type: str) -> str | None:
+    """The charset parameter of a Content-Type header, lower-cased, or None."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
 class LimitRequestBody:
-    """Answers 413 for a body over the limit: at once from Content-Length, else as soon as the count passes it."""
+    """Answers 413 for a body over the limit: at once from Content-Length, else as soon as the count passes it.
+
+    A body in another charset than UTF-8 gets 415: decoded as, say, unicode_escape, a form field can hold text that
+    no database, hash or JSON answer can encode.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,7 +72,13 @@ class LimitRequestBody:
             await self.app(scope, receive, send)
             return
         max_bytes = get_settings().request_body_max_bytes
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        charset = declared_charset(headers.get("content-type", ""))
+        if charset not in (None, "utf-8", "utf8"):
+            detail = f"Request bodies must be UTF-8, not {charset[:40]}"
+            await JSONResponse({"detail": detail}, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             error = body_too_large(max_bytes)
             await JSONResponse({"detail": error.detail}, error.status_code)(scope, receive, send)

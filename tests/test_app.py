@@ -221,3 +221,30 @@ def test_the_app_refuses_to_start_with_a_weak_secret(monkeypatch):
         monkeypatch.undo()
         tokens.get_secret_key.cache_clear()
     assert tokens.get_secret_key()
+
+
+def multipart(fields: dict[str, bytes], charset: str) -> tuple[bytes, dict[str, str]]:
+    parts = [
+        b'--XB\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (k.encode(), v) for k, v in fields.items()
+    ]
+    return b"".join(parts) + b"--XB--\r\n", {"Content-Type": f"multipart/form-data; boundary=XB; charset={charset}"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "charset"),
+    [
+        ({"username": b"\\ud800", "password": b"x"}, "unicode_escape"),
+        ({"username": b"alice", "password": b"\\ud800"}, "unicode_escape"),
+        ({"username": b"+2AA-", "password": b"x"}, "utf-7"),
+    ],
+)
+def test_a_body_in_another_charset_than_utf8_gets_415_not_500(client, fields, charset):
+    body, headers = multipart(fields, charset)
+    response = client.post("/token", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (415, {"detail": f"Request bodies must be UTF-8, not {charset}"})
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_utf8_multipart_login_still_works(client):
+    body, headers = multipart({"username": b"alice", "password": b"wonderland"}, "UTF-8")
+    assert client.post("/token", content=body, headers=headers).status_code == 200

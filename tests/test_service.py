@@ -486,3 +486,14 @@ def test_sessions_module_is_what_the_service_issues(service, db):
     tokens = tokens_for(service)
     claims = sessions.decode_refresh_token(tokens["refresh_token"])
     assert sessions.session_of(tokens["refresh_token"]) == claims["sid"] == sessions.session_of(tokens["access_token"])
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke"])
+def test_a_lone_surrogate_smuggled_by_a_charset_gets_415_not_500(service, path):
+    body = b'--XB\r\nContent-Disposition: form-data; name="token"\r\n\r\n\\ud800\r\n--XB--\r\n'
+    headers = {"Content-Type": "multipart/form-data; boundary=XB; charset=unicode_escape"}
+    response = service.post(path, content=body, headers=headers)
+    assert (response.status_code, response.json()) == (
+        415,
+        {"detail": "Request bodies must be UTF-8, not unicode_escape"},
+    )
