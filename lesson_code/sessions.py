@@ -138,13 +138,33 @@ def _issue(
     )
 
 
-def log_in(engine: Engine, username: str, scope: str, now: datetime, lifetimes: Lifetimes) -> TokenPair:
+def log_in(
+    engine: Engine,
+    username: str,
+    scope: str,
+    now: datetime,
+    lifetimes: Lifetimes,
+    *,
+    verified_hash: str | None = None,
+    max_sessions: int = store.MAX_SESSIONS_PER_USER,
+) -> TokenPair:
     """Start a session granted scope for a user whose password was checked; its first access and refresh tokens.
 
-    InvalidScope when the user no longer holds every scope of it (one was taken away during the login).
+    InvalidScope when the user no longer holds every scope of it (one was taken away during the login);
+    store.CredentialsChanged when the password hash is no longer verified_hash, the one checked, or the user was
+    disabled meanwhile: answer as to a wrong password. Beyond max_sessions live sessions, the user's oldest end.
     """
     try:
-        sid, jti = store.start_session(engine, username, scope, now, lifetimes.refresh, lifetimes.session)
+        sid, jti = store.start_session(
+            engine,
+            username,
+            scope,
+            now,
+            lifetimes.refresh,
+            lifetimes.session,
+            verified_hash=verified_hash,
+            max_sessions=max_sessions,
+        )
     except store.ScopeNotHeld:
         raise InvalidScope(NO_SCOPE_HELD) from None
     refresh_until = min(now + lifetimes.refresh, now + lifetimes.session)

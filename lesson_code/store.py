@@ -16,9 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, bindparam, case, create_engine, event, func, insert, select, update
+from sqlalchemy import DateTime, Engine, Index, bindparam, case, create_engine, event, func, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -32,10 +31,17 @@ SESSION_LIFETIME = timedelta(days=30)
 DEFAULT_SCOPES = "me"
 # Every scope the API knows, declared once: /docs shows these in its Authorize dialog, the store refuses any other.
 SCOPES = {"me": "Read your own profile", "admin": "Manage users: list them, disable them"}
-POOL_SIZE = 40  # as many connections as FastAPI has worker threads (anyio's default), so none is opened per request
+POOL_SIZE = 40  # SQLite: as many connections as FastAPI has worker threads (anyio's default), none opened per request
+# PostgreSQL: at most 10 + 10 connections a process, so two workers, the CLI and psql stay well inside PostgreSQL's
+# default max_connections (100); a request that waits POOL_TIMEOUT_SECONDS for a connection is answered 503.
+POSTGRESQL_POOL_SIZE = 10
+POSTGRESQL_MAX_OVERFLOW = 10
+POOL_TIMEOUT_SECONDS = 10
 LOCK_TIMEOUT_SECONDS = 5.0  # how long a query waits for a lock before the request is answered 503
 CONNECT_TIMEOUT_SECONDS = 5
-SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creating the schema
+SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creating the schema and seeding
+MAX_SESSIONS_PER_USER = 20  # live sessions a user may have; a login beyond them ends the oldest
+ENDED_SESSIONS_KEPT = timedelta(days=1)  # then a login deletes them; until then reuse detection still sees them
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 section 3.3
 DEMO_USERS = (
     {"username": "alice", "password": "wonderland", "full_name": "Alice Liddell", "email": "alice@example.com"},
@@ -64,6 +70,14 @@ class UnknownUser(StoreError):
 
 class ScopeNotHeld(StoreError):
     """A session was to be granted a scope the user does not hold (now): it is not started."""
+
+
+class CredentialsChanged(StoreError):
+    """The password a login checked was replaced (or the user disabled) before its session started: none is."""
+
+
+class UserDisabled(CredentialsChanged):
+    pass
 
 
 class UTCDateTime(TypeDecorator):
@@ -114,7 +128,7 @@ class SessionRecord(SQLModel, table=True):
     __tablename__ = "sessions"
 
     id: str = Field(primary_key=True)  # the sid claim of the session's tokens
-    username: str = Field(foreign_key="users.username", ondelete="CASCADE", index=True)
+    username: str = Field(foreign_key="users.username", ondelete="CASCADE")
     scope: str  # granted at login
     created_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)  # the absolute end, however often it is refreshed
@@ -141,6 +155,8 @@ class RotationResult:
 
 users = UserRecord.__table__
 sessions = SessionRecord.__table__
+# A user's sessions, live ones (ended_at IS NULL) first: logout everywhere, the clean-up and the cap at login.
+Index("ix_sessions_username_ended_at", sessions.c.username, sessions.c.ended_at)
 NOW = bindparam("now", type_=UTCDateTime())
 LIVE_SESSION = (sessions.c.ended_at.is_(None), sessions.c.expires_at > NOW)
 PUBLIC_COLUMNS = [users.c[name] for name in UserPublic.model_fields]
@@ -149,7 +165,10 @@ ACTIVE_SESSION_USER = (
     .join(sessions, sessions.c.username == users.c.username)
     .where(sessions.c.id == bindparam("sid"), *LIVE_SESSION, users.c.disabled.is_(False))
 )
-INSERT_OR_IGNORE = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+HAS_A_USER = select(users.c.username).limit(1)
+USER_AT_LOGIN = select(users.c.scopes, users.c.disabled, users.c.hashed_password).where(
+    users.c.username == bindparam("username")
+)
 REFRESH_UNTIL = bindparam("refresh_until", type_=UTCDateTime())
 ROTATE_REFRESH = (
     update(sessions)
@@ -158,15 +177,25 @@ ROTATE_REFRESH = (
         sessions.c.refresh_jti == bindparam("presented_jti"),
         *LIVE_SESSION,
         sessions.c.refresh_expires_at > NOW,
+        select(users.c.username).where(users.c.username == sessions.c.username, users.c.disabled.is_(False)).exists(),
     )
     .values(
         refresh_jti=bindparam("new_jti"),
         refresh_expires_at=case((sessions.c.expires_at < REFRESH_UNTIL, sessions.c.expires_at), else_=REFRESH_UNTIL),
     )
 )
-SESSION_AFTER_ROTATION = select(
-    sessions.c.username, sessions.c.scope, sessions.c.refresh_jti, sessions.c.refresh_expires_at, sessions.c.ended_at
-).where(sessions.c.id == bindparam("sid"))
+SESSION_AFTER_ROTATION = (
+    select(
+        sessions.c.username,
+        sessions.c.scope,
+        sessions.c.refresh_jti,
+        sessions.c.refresh_expires_at,
+        sessions.c.ended_at,
+        users.c.disabled,
+    )
+    .join(users, users.c.username == sessions.c.username)
+    .where(sessions.c.id == bindparam("sid"))
+)
 
 
 def default_database_url() -> str:
@@ -180,11 +209,17 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
-def make_engine(
-    url: str | None = None, pool_size: int = POOL_SIZE, lock_timeout: float = LOCK_TIMEOUT_SECONDS
-) -> Engine:
-    """An engine with a pool of kept-open connections; SQLite in WAL mode with foreign keys and a busy timeout."""
-    parsed = make_url(url or default_database_url())
+def _create_private_file(path: str) -> None:
+    """Make a missing SQLite file readable by its owner only (its -wal and -shm files take its mode): it holds the
+    password hashes. An existing file is left as it is; a missing folder is reported by the first connection."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass
+
+
+def _create_engine(url: str, pool_size: int | None, lock_timeout: float) -> Engine:
+    parsed = make_url(url)
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
@@ -193,14 +228,39 @@ def make_engine(
         if parsed.database in (None, "", ":memory:"):
             engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
         else:
-            engine = create_engine(parsed, connect_args=connect_args, pool_size=pool_size)
+            engine = create_engine(parsed, connect_args=connect_args, pool_size=pool_size or POOL_SIZE)
+            if not parsed.query.get("uri"):
+                _create_private_file(parsed.database)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = {}
     if backend == "postgresql":
         timeout_ms = int(lock_timeout * 1000)
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": f"-c lock_timeout={timeout_ms}"}
-    return create_engine(parsed, connect_args=connect_args, pool_size=pool_size)
+    return create_engine(
+        parsed,
+        connect_args=connect_args,
+        pool_size=pool_size or POSTGRESQL_POOL_SIZE,
+        max_overflow=POSTGRESQL_MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+    )
+
+
+def make_engine(
+    url: str | None = None, pool_size: int | None = None, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> Engine:
+    """An engine with a pool of kept-open connections (POOL_SIZE on SQLite, POSTGRESQL_POOL_SIZE otherwise, unless
+    pool_size is given); SQLite in WAL mode with foreign keys and a busy timeout, its file made 0600.
+
+    DatabaseUnavailable, in one line, for a URL that cannot be parsed or names a driver or argument that cannot be used.
+    """
+    try:
+        return _create_engine(url or default_database_url(), pool_size, lock_timeout)
+    except (sa_exc.ArgumentError, ImportError, ValueError, TypeError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DatabaseUnavailable(
+            f"{DATABASE_URL_ENV_VAR} is not a database URL this code can open: {reason}"
+        ) from None
 
 
 def describe_failure(engine: Engine, error: BaseException) -> str:
@@ -262,31 +322,27 @@ def create_schema(engine: Engine) -> None:
         connection.execute(sessions.delete().where(sessions.c.id == ""))  # any write fails on a read-only database
 
 
-def _insert_unless_present(connection: Connection, user: dict[str, Any]) -> bool:
-    if connection.dialect.name not in INSERT_OR_IGNORE:
-        raise StoreError(f"seeding needs SQLite or PostgreSQL, not {connection.dialect.name}")
-    statement = INSERT_OR_IGNORE[connection.dialect.name](users).on_conflict_do_nothing(index_elements=["username"])
-    counted = {"preserve_rowcount": True}  # psycopg keeps no row count for INSERT otherwise
-    return connection.execute(statement, user, execution_options=counted).rowcount == 1
-
-
 def seed_demo_users(engine: Engine, hash_password: Callable[[str], str], now: datetime | None = None) -> list[str]:
-    """Add the demo users that are missing (alice, bob, carol); safe when several workers start at once."""
+    """Add the demo users (alice, bob, carol) to a database that has no user at all, and return their names; a
+    database with any user is left alone. Safe when several workers start at once: one of them adds the users."""
     with _reading(engine) as connection:
-        wanted = [user["username"] for user in DEMO_USERS]
-        present = set(connection.scalars(select(users.c.username).where(users.c.username.in_(wanted))))
-    missing = [dict(user) for user in DEMO_USERS if user["username"] not in present]
-    for user in missing:
-        user["hashed_password"] = hash_password(user.pop("password"))
-        user.setdefault("disabled", False)
-        user.setdefault("scopes", DEFAULT_SCOPES)
-        user["created_at"] = now or utc_now()
-    added = []
+        if connection.scalar(HAS_A_USER) is not None:
+            return []
+    demo_users = [
+        UserRecord(
+            **{name: value for name, value in user.items() if name != "password"},
+            hashed_password=hash_password(user["password"]),
+            created_at=now or utc_now(),
+        ).model_dump()
+        for user in DEMO_USERS
+    ]
     with _writing(engine) as connection:
-        for user in missing:
-            if _insert_unless_present(connection, user):
-                added.append(user["username"])
-    return added
+        if connection.dialect.name == "postgresql":
+            connection.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
+        if connection.scalar(HAS_A_USER) is not None:  # another worker was first
+            return []
+        connection.execute(insert(users), demo_users)
+    return [user["username"] for user in demo_users]
 
 
 def normalise_scopes(scopes: str | Iterable[str], known: Mapping[str, str] | None = None) -> str:
@@ -353,6 +409,22 @@ def _end_sessions_of(connection: Connection, username: str, now: datetime) -> in
     return connection.execute(statement.values(ended_at=now)).rowcount
 
 
+def _delete_old_sessions(connection: Connection, username: str, now: datetime) -> None:
+    over_before = now - ENDED_SESSIONS_KEPT
+    mine = sessions.c.username == username
+    connection.execute(sessions.delete().where(mine, sessions.c.ended_at < over_before))
+    connection.execute(
+        sessions.delete().where(mine, sessions.c.ended_at.is_(None), sessions.c.expires_at < over_before)
+    )
+
+
+def _end_oldest_sessions(connection: Connection, username: str, now: datetime, keep: int) -> None:
+    live = (sessions.c.username == username, sessions.c.ended_at.is_(None), sessions.c.expires_at > now)
+    newest_first = select(sessions.c.id).where(*live).order_by(sessions.c.created_at.desc(), sessions.c.id.desc())
+    beyond = newest_first.offset(keep).scalar_subquery()
+    connection.execute(update(sessions).where(sessions.c.id.in_(beyond)).values(ended_at=now))
+
+
 def _update_user(connection: Connection, username: str, **values: Any) -> None:
     statement = update(users).where(users.c.username == username).values(**values)
     if "\x00" in username or connection.execute(statement).rowcount != 1:  # PostgreSQL refuses a NUL
@@ -405,11 +477,17 @@ def start_session(
     now: datetime,
     refresh_lifetime: timedelta = REFRESH_LIFETIME,
     session_lifetime: timedelta = SESSION_LIFETIME,
+    *,
+    verified_hash: str | None = None,
+    max_sessions: int = MAX_SESSIONS_PER_USER,
 ) -> tuple[str, str]:
     """Start a session at login with the scope granted; returns (sid, refresh_jti) for the tokens to carry.
 
-    ScopeNotHeld when the user does not hold every scope granted, read under a lock that set_scopes waits for: a
-    scope taken away while the password was being checked is not granted after all.
+    The user is read under a lock that set_scopes, set_password and set_disabled wait for, so a change made while the
+    password was being checked is not missed: ScopeNotHeld when the user does not hold every scope granted,
+    UserDisabled when disabled, CredentialsChanged when the password hash is no longer verified_hash (the one the
+    login checked). Then the user's sessions over for more than ENDED_SESSIONS_KEPT are deleted, and the oldest live
+    ones beyond max_sessions end.
     """
     sid, refresh_jti = new_token_id(), new_token_id()
     expires_at = now + session_lifetime
@@ -423,15 +501,20 @@ def start_session(
         "refresh_jti": refresh_jti,
         "refresh_expires_at": min(now + refresh_lifetime, expires_at),
     }
-    held_now = select(users.c.scopes).where(users.c.username == username).with_for_update(read=True)
     try:
         with _writing(engine) as connection:
-            held = connection.scalar(held_now)
-            if held is None:
+            user = connection.execute(USER_AT_LOGIN.with_for_update(read=True), {"username": username}).first()
+            if user is None:
                 raise UnknownUser(f"no user named {username!r}")
-            if not set(scope.split()) <= set(held.split()):
+            if user.disabled:
+                raise UserDisabled(f"user {username!r} is disabled")
+            if verified_hash is not None and user.hashed_password != verified_hash:
+                raise CredentialsChanged(f"the password of {username!r} changed while the login checked it")
+            if not set(scope.split()) <= set(user.scopes.split()):
                 raise ScopeNotHeld(f"user {username!r} does not hold every scope of {scope!r}")
+            _delete_old_sessions(connection, username, now)
             connection.execute(insert(sessions), row)
+            _end_oldest_sessions(connection, username, now, max_sessions)
     except sa_exc.IntegrityError:
         raise UnknownUser(f"no user named {username!r}") from None
     return sid, refresh_jti
@@ -445,7 +528,8 @@ def rotate_refresh(
     now: datetime,
     refresh_lifetime: timedelta = REFRESH_LIFETIME,
 ) -> RotationResult:
-    """Spend the session's current refresh id for new_jti; a spent one presented again ends the session (REUSED)."""
+    """Spend the session's current refresh id for new_jti; a spent one presented again ends the session (REUSED), and
+    so does any refresh of a disabled user's session (ENDED)."""
     parameters = {"sid": sid, "presented_jti": presented_jti, "new_jti": new_jti, "now": now}
     with _writing(engine) as connection:
         rotated = connection.execute(ROTATE_REFRESH, {**parameters, "refresh_until": now + refresh_lifetime})
@@ -456,11 +540,11 @@ def rotate_refresh(
             return RotationResult(Rotation.UNKNOWN)
         if row.ended_at is not None:
             return RotationResult(Rotation.ENDED, row.username)
-        if row.refresh_jti != presented_jti:
+        if row.disabled or row.refresh_jti != presented_jti:
             connection.execute(
                 update(sessions).where(sessions.c.id == sid, sessions.c.ended_at.is_(None)).values(ended_at=now)
             )
-            return RotationResult(Rotation.REUSED, row.username)
+            return RotationResult(Rotation.ENDED if row.disabled else Rotation.REUSED, row.username)
         return RotationResult(Rotation.EXPIRED, row.username)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 
@@ -94,7 +94,7 @@ def test_create_schema_is_idempotent(db: Database) -> None:
         "refresh_jti",
         "refresh_expires_at",
     ]
-    assert [index["column_names"] for index in schema.get_indexes("sessions")] == [["username"]]
+    assert [index["column_names"] for index in schema.get_indexes("sessions")] == [["username", "ended_at"]]
     assert [key["referred_table"] for key in schema.get_foreign_keys("sessions")] == ["users"]
     assert [user.username for user in store.list_users(db.engine)] == ["dave"]
 
@@ -421,7 +421,8 @@ def test_requests_reuse_pooled_connections(engine: Engine) -> None:
         store.get_user(engine, "alice")
     assert store.rotate_refresh(engine, sid, jti, "next", NOW).outcome is Rotation.ROTATED
     assert len(opened) == connections_for_eight_threads <= 8
-    assert isinstance(engine.pool, QueuePool) and engine.pool.size() == store.POOL_SIZE
+    pool_size = store.POOL_SIZE if engine.dialect.name == "sqlite" else store.POSTGRESQL_POOL_SIZE
+    assert isinstance(engine.pool, QueuePool) and engine.pool.size() == pool_size
 
 
 def test_database_going_away_during_requests(engine: Engine, db: Database) -> None:
@@ -570,3 +571,224 @@ def test_postgres_tests_skip_locally_and_fail_in_ci(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=r"^no server here: CI must run the PostgreSQL tests$"):
         postgres.skip_or_fail("no server here")
+
+
+# Review findings: login races, demo users, session clean-up, URLs, file mode, pool
+
+
+def test_a_login_whose_password_changed_or_user_was_disabled_meanwhile_starts_no_session(engine: Engine) -> None:
+    verified = store.get_user(engine, "alice").hashed_password
+    store.set_password(engine, "alice", "hashed:new", now=NOW)
+    with pytest.raises(store.CredentialsChanged, match=r"^the password of 'alice' changed while the login checked it$"):
+        store.start_session(engine, "alice", "me", NOW, verified_hash=verified)
+    assert store.end_user_sessions(engine, "alice", NOW) == 0  # none was started
+    sid, _ = store.start_session(engine, "alice", "me", NOW, verified_hash="hashed:new")
+    assert store.active_session_user(engine, sid, NOW) == ALICE
+
+    store.set_disabled(engine, "carol", True, now=NOW)
+    for verified_hash in ("hashed:tea-party", None):
+        with pytest.raises(store.UserDisabled, match=r"^user 'carol' is disabled$"):
+            store.start_session(engine, "carol", "me", NOW, verified_hash=verified_hash)
+    assert issubclass(store.UserDisabled, store.CredentialsChanged)
+    assert store.end_user_sessions(engine, "carol", NOW) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [({"hashed_password": "hashed:new"}, store.CredentialsChanged), ({"disabled": True}, store.UserDisabled)],
+    ids=["password", "disable"],
+)
+def test_a_session_starting_while_the_password_changes_waits_and_is_refused(engine, db, change, refused) -> None:
+    if db.kind == "sqlite":
+        pytest.skip("SQLite: each writer holds the whole database from BEGIN IMMEDIATE, so nothing can interleave")
+    alice = store.users.c.username == "alice"
+    with engine.connect() as holder:
+        transaction = holder.begin()  # what set_password or set_disabled does, held open
+        holder.execute(update(store.users).where(alice).values(**change))
+        results = []
+        thread = threading.Thread(
+            target=lambda: results.append(
+                _attempt(lambda: store.start_session(engine, "alice", "me", NOW, verified_hash="hashed:wonderland"))
+            )
+        )
+        thread.start()
+        _wait_for_a_lock_wait(db.engine)
+        transaction.commit()
+        thread.join(THREAD_TIMEOUT)
+    assert [type(result) for result in results] == [refused]
+    assert store.end_user_sessions(engine, "alice", NOW) == 0
+
+
+def test_a_disabled_users_session_is_not_refreshed(engine: Engine) -> None:
+    sid, jti = store.start_session(engine, "alice", "me", NOW)
+    with engine.begin() as connection:  # disabled behind the store's back: its sessions were not ended
+        connection.execute(update(store.users).where(store.users.c.username == "alice").values(disabled=True))
+    later = NOW + timedelta(minutes=1)
+    assert store.rotate_refresh(engine, sid, jti, "next", later) == RotationResult(Rotation.ENDED, "alice")
+    assert (session_row(engine, sid).ended_at, session_row(engine, sid).refresh_jti) == (later, jti)
+    with engine.begin() as connection:
+        connection.execute(update(store.users).where(store.users.c.username == "alice").values(disabled=False))
+    assert store.rotate_refresh(engine, sid, jti, "next", later) == RotationResult(Rotation.ENDED, "alice")
+
+
+def test_a_database_that_has_a_user_is_never_seeded(db: Database) -> None:
+    store.create_schema(db.engine)
+    store.add_user(db.engine, "dave", "hashed:x", now=NOW)
+    assert store.seed_demo_users(db.engine, fake_hash, now=NOW) == []
+    assert [user.username for user in store.list_users(db.engine)] == ["dave"]
+
+
+def test_deleted_demo_users_stay_deleted(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(store.users.delete().where(store.users.c.username == "carol"))
+    assert store.seed_demo_users(engine, fake_hash, now=NOW) == []
+    assert store.list_users(engine) == [ALICE, BOB]
+
+
+def _ended(engine: Engine, username: str, start: datetime, end: datetime) -> str:
+    sid, _ = store.start_session(engine, username, "me", start)
+    store.end_session(engine, sid, end)
+    return sid
+
+
+def test_a_login_deletes_the_users_sessions_over_for_more_than_a_day(engine: Engine) -> None:
+    day, second = timedelta(days=1), timedelta(seconds=1)
+    long_ago = NOW - 3 * day
+    ended_long_ago = _ended(engine, "alice", long_ago, NOW - day - second)
+    ended_recently = _ended(engine, "alice", long_ago, NOW - day + second)
+    expired_long_ago, _ = store.start_session(engine, "alice", "me", long_ago, session_lifetime=2 * day - second)
+    expired_recently, _ = store.start_session(engine, "alice", "me", long_ago, session_lifetime=2 * day + second)
+    carols = _ended(engine, "carol", long_ago, NOW - 2 * day)
+
+    new, _ = store.start_session(engine, "alice", "me", NOW)
+
+    assert store.get_session(engine, ended_long_ago) is None
+    assert store.get_session(engine, expired_long_ago) is None
+    kept = [ended_recently, expired_recently, carols, new]
+    assert [session_row(engine, sid).id for sid in kept] == kept  # reuse detection still sees the recent ones
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(store.sessions)) == 4
+
+
+def test_beyond_the_cap_a_login_ends_the_users_oldest_live_sessions(engine: Engine) -> None:
+    assert store.MAX_SESSIONS_PER_USER == 20
+    over = _ended(engine, "alice", NOW - timedelta(hours=2), NOW - timedelta(hours=1))  # not counted
+    carols, _ = store.start_session(engine, "carol", "me", NOW)
+    alices = [store.start_session(engine, "alice", "me", NOW + timedelta(seconds=n))[0] for n in range(21)]
+    last = NOW + timedelta(seconds=20)
+    assert session_row(engine, alices[0]).ended_at == last
+    assert [store.active_session_user(engine, sid, last) for sid in alices[1:]] == [ALICE] * 20
+    assert session_row(engine, over).ended_at == NOW - timedelta(hours=1)
+    assert store.active_session_user(engine, carols, last) == CAROL
+
+    newest, _ = store.start_session(engine, "alice", "me", last + timedelta(seconds=1), max_sessions=2)
+    live = [sid for sid in alices + [newest] if session_row(engine, sid).ended_at is None]
+    assert live == [alices[-1], newest]
+
+
+def _per_user_session_statements(engine: Engine, calls: Callable[[], object]) -> list[tuple[str, object]]:
+    """The statements on sessions that select by username which calls() runs, with their parameters."""
+    seen = []
+
+    def record(_connection, _cursor, statement, parameters, _context, _many):
+        if "sessions.username = " in statement and not statement.startswith("INSERT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        calls()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def _query_plan(engine: Engine, statement: str, parameters: object) -> str:
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            return " | ".join(row[-1] for row in rows)
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: ask whether the index can serve
+        return " | ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).all())
+
+
+def test_the_per_user_session_queries_use_an_index(engine: Engine) -> None:
+    assert [index["column_names"] for index in inspect(engine).get_indexes("sessions")] == [["username", "ended_at"]]
+    later = NOW + timedelta(days=2)
+    statements = _per_user_session_statements(
+        engine,
+        lambda: (store.start_session(engine, "alice", "me", later), store.end_user_sessions(engine, "alice", later)),
+    )
+    assert [statement.split()[0] for statement, _ in statements] == ["DELETE", "DELETE", "UPDATE", "UPDATE"]
+    for statement, parameters in statements:
+        plan = _query_plan(engine, statement, parameters)
+        assert "ix_sessions_username_ended_at" in plan, (statement, plan)
+        assert "SCAN sessions" not in plan and "Seq Scan on sessions" not in plan, (statement, plan)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://h:notaport/db", "invalid literal for int() with base 10: 'notaport'"),
+        ("sqlite:///x.db?timeout=abc", "could not convert string to float: 'abc'"),
+        ("nonsense", "Could not parse SQLAlchemy URL from given URL string"),
+    ],
+)
+def test_a_url_that_cannot_be_used_is_one_line(url: str, reason: str) -> None:
+    with pytest.raises(store.DatabaseUnavailable) as caught:
+        store.make_engine(url)
+    assert str(caught.value) == f"DATABASE_URL is not a database URL this code can open: {reason}"
+
+
+def test_a_new_sqlite_file_and_its_wal_and_shm_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "lesson.db"
+    old_umask = os.umask(0o022)
+    try:
+        engine = store.make_engine(f"sqlite:///{path}")
+        store.create_schema(engine)
+        store.seed_demo_users(engine, fake_hash, now=NOW)
+        with engine.connect() as connection:  # open: the -wal and -shm files exist
+            connection.execute(select(store.users.c.username)).all()
+            modes = {name: oct(Path(f"{path}{name}").stat().st_mode & 0o777) for name in ("", "-wal", "-shm")}
+        engine.dispose()
+    finally:
+        os.umask(old_umask)
+    assert modes == {"": "0o600", "-wal": "0o600", "-shm": "0o600"}
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "lesson.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    engine = store.make_engine(f"sqlite:///{path}")
+    store.create_schema(engine)
+    engine.dispose()
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_postgresql_gets_a_smaller_pool_than_sqlite(db: Database) -> None:
+    pool = db.engine.pool
+    assert isinstance(pool, QueuePool)
+    if db.kind == "sqlite":
+        assert (pool.size(), pool._max_overflow) == (store.POOL_SIZE, 10) == (40, 10)
+    else:
+        assert (pool.size(), pool._max_overflow, pool.timeout()) == (10, 10, store.POOL_TIMEOUT_SECONDS) == (10, 10, 10)
+
+
+def test_waiting_too_long_for_a_pooled_connection_is_unavailable(db: Database, monkeypatch) -> None:
+    if db.kind == "sqlite":
+        pytest.skip("SQLite keeps anyio's 40 threads' worth of connections")
+    monkeypatch.setattr(store, "POSTGRESQL_POOL_SIZE", 1)
+    monkeypatch.setattr(store, "POSTGRESQL_MAX_OVERFLOW", 0)
+    monkeypatch.setattr(store, "POOL_TIMEOUT_SECONDS", 0.1)
+    engine = store.make_engine(db.url)
+    store.create_schema(engine)
+    store.seed_demo_users(engine, fake_hash, now=NOW)
+    sid, _ = store.start_session(engine, "alice", "me", NOW)
+    prefix = f"database {engine.url.database!r} on {engine.url.query['host']} is unavailable: QueuePool limit of size 1"
+    with engine.connect():  # every connection of the pool is taken
+        for call in (lambda: store.get_user(engine, "alice"), lambda: store.active_session_user(engine, sid, NOW)):
+            with pytest.raises(store.DatabaseUnavailable) as caught:
+                call()
+            assert str(caught.value).startswith(prefix), str(caught.value)
+    assert store.active_session_user(engine, sid, NOW) == ALICE
+    engine.dispose()
