@@ -9,6 +9,7 @@ import logging
 import sys
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
@@ -36,8 +37,16 @@ from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
 from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
 from lesson_code.sessions import InvalidGrant, InvalidScope, Lifetimes, TokenPair
-from lesson_code.settings import Settings, get_settings
-from lesson_code.store import SCOPES, DatabaseUnavailable, StoreError, UnknownUser, UserPublic, UserRecord
+from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
+from lesson_code.store import (
+    SCOPES,
+    CredentialsChanged,
+    DatabaseUnavailable,
+    StoreError,
+    UnknownUser,
+    UserPublic,
+    UserRecord,
+)
 from lesson_code.tokens import SecretKeyError, TokenError, get_secret_key
 
 DATABASE_UNAVAILABLE = "The database is unavailable: try again later"
@@ -146,7 +155,8 @@ class StartupFailureInOneLine:
 
         async def send_one_line(message: ASGIMessage) -> None:
             error = sys.exc_info()[1]
-            if message["type"] == "lifespan.startup.failed" and isinstance(error, (StoreError, SecretKeyError)):
+            one_line = (StoreError, SecretKeyError, SettingsError)
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, one_line):
                 message = {**message, "message": str(error)}
             await send(message)
 
@@ -156,11 +166,12 @@ class StartupFailureInOneLine:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     get_secret_key()
-    settings = get_settings()
+    settings = checked_settings()
     engine = store.make_engine(settings.database_url)
     try:
         await anyio.to_thread.run_sync(store.create_schema, engine)
-        await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
+        if settings.demo_users:
+            await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
         yield {"engine": engine, "login_throttle": LoginThrottle(settings.login_limits_storage_url)}
     finally:
         engine.dispose()
@@ -176,7 +187,7 @@ add_offline_docs(app)
 @app.exception_handler(DatabaseUnavailable)
 async def database_unavailable(request: Request, error: DatabaseUnavailable) -> JSONResponse:
     logger.error("%s %s: %s", request.method, request.url.path, error)
-    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS), **NO_STORE}  # /token's 503 too: nothing to be kept
     return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 
 
@@ -272,18 +283,25 @@ async def password_grant(
             headers={"Retry-After": str(wait)},
         )
     user = await authenticate_user(engine, form.username, form.password, settings.max_logins_waiting_to_hash)
-    if user is None:
-        await throttle.record_failure(settings, form.username, client)
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="Incorrect username or password",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    try:
-        scope = sessions.grant_scope(form.scope, user.scopes)
-        return await anyio.to_thread.run_sync(sessions.log_in, engine, user.username, scope, now, lifetimes)
-    except InvalidScope as error:
-        raise OAuthErrorResponse("invalid_scope", str(error)) from None
+    if user is not None:
+        try:
+            scope = sessions.grant_scope(form.scope, user.scopes)
+            log_in = partial(
+                sessions.log_in,
+                verified_hash=user.hashed_password,  # a password changed or a user disabled meanwhile: no session
+                max_sessions=settings.max_sessions_per_user,
+            )
+            return await anyio.to_thread.run_sync(log_in, engine, user.username, scope, now, lifetimes)
+        except InvalidScope as error:
+            raise OAuthErrorResponse("invalid_scope", str(error)) from None
+        except CredentialsChanged:
+            pass
+    await throttle.record_failure(settings, form.username, client)
+    raise HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="Incorrect username or password",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 async def refresh_token_grant(form: TokenRequest, engine: Engine, now: datetime, lifetimes: Lifetimes) -> TokenPair:
@@ -309,12 +327,16 @@ async def issue_tokens(
     response: Response,
 ) -> TokenPair:
     """Log in (grant_type=password, the default) or refresh (grant_type=refresh_token): RFC 6749, sections 4.3 and 6."""
-    if form.grant_type in (None, "password"):
-        tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client)
-    elif form.grant_type == "refresh_token":
-        tokens = await refresh_token_grant(form, engine, now, lifetimes)
-    else:
-        raise OAuthErrorResponse("unsupported_grant_type", "grant_type must be password or refresh_token")
+    try:
+        if form.grant_type in (None, "password"):
+            tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client)
+        elif form.grant_type == "refresh_token":
+            tokens = await refresh_token_grant(form, engine, now, lifetimes)
+        else:
+            raise OAuthErrorResponse("unsupported_grant_type", "grant_type must be password or refresh_token")
+    except HTTPException as error:  # 401, 429, and 503 for a full hashing queue: not to be kept either
+        error.headers = {**(error.headers or {}), **NO_STORE}
+        raise
     response.headers.update(NO_STORE)
     return tokens
 

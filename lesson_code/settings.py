@@ -3,11 +3,15 @@
 from functools import lru_cache
 
 from limits import parse
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
-from lesson_code.store import default_database_url
+from lesson_code.store import MAX_SESSIONS_PER_USER, default_database_url
 from lesson_code.tokens import ACCESS_TOKEN_EXPIRE_MINUTES
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is refused; str() is one line that names it."""
 
 
 class Settings(BaseSettings):
@@ -50,24 +54,56 @@ class Settings(BaseSettings):
     access_token_minutes: float = Field(
         ACCESS_TOKEN_EXPIRE_MINUTES,
         gt=0,
-        description="How long an access token is accepted. Short, because it is checked by signature and session "
-        "only: a stolen one works until then unless its session is ended.",
+        le=24 * 60,
+        description="How long an access token is accepted, from 1/60 (a second) to 1440 (a day). Short, because it "
+        "is checked by signature and session only: a stolen one works until then unless its session is ended.",
     )
     refresh_token_days: float = Field(
         7,
         gt=0,
-        description="How long a refresh token can be used; each refresh gives a new one (and spends the old one).",
+        le=365,
+        description="How long a refresh token can be used, up to 365 days and no longer than SESSION_DAYS; each "
+        "refresh gives a new one (and spends the old one).",
     )
     session_days: float = Field(
         30,
         gt=0,
-        description="A session ends this long after its login however often it is refreshed: then log in again.",
+        le=3650,
+        description="A session ends this long after its login however often it is refreshed: then log in again. "
+        "Up to 3650 days.",
+    )
+    max_sessions_per_user: int = Field(
+        MAX_SESSIONS_PER_USER,
+        ge=1,
+        description="Live sessions one user may have (devices, browsers); a login beyond them ends the oldest.",
+    )
+    demo_users: bool = Field(
+        True,
+        description="Add the demo users alice, bob and carol, whose passwords are published (carol is an admin), "
+        "when the database has no user yet: turn off for any real deployment.",
     )
 
     @field_validator("login_failures_per_account", "login_failures_per_client", "login_failures_per_account_and_client")
     @classmethod
     def check_rate(cls, value: str) -> str:
         parse(value)
+        return value
+
+    @field_validator("access_token_minutes")
+    @classmethod
+    def check_at_least_a_second(cls, value: float) -> float:
+        if value < 1 / 60:
+            raise ValueError("must be at least 1/60 (a second)")
+        return value
+
+    @field_validator("session_days")
+    @classmethod
+    def check_session_outlives_refresh(cls, value: float, info: ValidationInfo) -> float:
+        refresh_days = info.data.get("refresh_token_days")
+        if refresh_days is not None and value < refresh_days:
+            raise ValueError(
+                f"must be at least REFRESH_TOKEN_DAYS ({refresh_days}): a refresh token cannot outlive its session"
+            )
         return value
 
     @field_validator("login_limits_storage_url")
@@ -81,3 +117,13 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def checked_settings() -> Settings:
+    """get_settings(), or SettingsError naming the first setting refused, in one line."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = "_".join(str(part) for part in problem["loc"]).upper()
+        raise SettingsError(f"{name} is not a valid setting: {problem['msg']}") from None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from lesson_code import passwords
+from lesson_code.settings import get_settings
 from lesson_code.tokens import get_secret_key
 from tests.utils.databases import Database, db  # noqa: F401  (the fixture: SQLite, then PostgreSQL)
 from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through db)
@@ -20,11 +21,13 @@ os.environ["JWT_SECRET_FILE"] = os.path.join(tempfile.gettempdir(), f"no-such-fo
 
 
 @pytest.fixture(autouse=True)
-def _secret_read_afresh():
-    """Each test reads the secret from its own environment, not one an earlier test cached."""
+def _secret_and_settings_read_afresh():
+    """Each test reads the secret and the settings from its own environment, not ones an earlier test cached."""
     get_secret_key.cache_clear()
+    get_settings.cache_clear()
     yield
     get_secret_key.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from conftest import argon2_hash
 from forge import ALICE, FAR_FUTURE, forge
 
 from lesson_code import passwords, sessions, store
+from lesson_code import service as service_module
 from lesson_code.service import app, current_time
 from lesson_code.sessions import INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED
+from lesson_code.settings import SettingsError
 from lesson_code.tokens import create_access_token, get_secret_key
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
@@ -497,3 +499,86 @@ def test_a_lone_surrogate_smuggled_by_a_charset_gets_415_not_500(service, path):
         415,
         {"detail": "Request bodies must be UTF-8, not unicode_escape"},
     )
+
+
+def live_sessions_of(db, username):
+    now = store.utc_now()
+    with db.engine.connect() as connection:
+        rows = connection.execute(store.sessions.select().where(store.sessions.c.username == username)).all()
+    return [row.id for row in rows if row.ended_at is None and row.expires_at > now]
+
+
+@pytest.mark.parametrize("change", ["set-password", "disable"])
+def test_a_login_racing_a_password_change_or_a_disable_gets_the_same_401_and_no_session(
+    service, db, monkeypatch, change
+):
+    verify = service_module.verify_password
+
+    async def verify_while_an_admin_acts(*args):
+        verified = await verify(*args)
+        if change == "set-password":
+            store.set_password(db.engine, "carol", argon2_hash("a-new-password-for-carol"))
+        else:
+            store.set_disabled(db.engine, "carol", True)
+        return verified
+
+    monkeypatch.setattr(service_module, "verify_password", verify_while_an_admin_acts)
+    response = login(service, "carol", "tea-party")
+    assert (response.status_code, response.json()) == (401, WRONG)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert headers_of(response, NO_STORE) == NO_STORE
+    assert live_sessions_of(db, "carol") == []
+    monkeypatch.setattr(service_module, "verify_password", verify)
+    assert (login(service, "carol", "tea-party").status_code, login(service, "carol", "tea-party").json()) == (
+        401,
+        WRONG,
+    )
+    if change == "set-password":
+        assert me(service, tokens_for(service, "carol", "a-new-password-for-carol")["access_token"]).json() == CAROL
+
+
+def test_the_service_does_not_seed_demo_users_when_told_not_to(start_service, db):
+    client = start_service(seeded=False, demo_users="false")
+    assert store.list_users(db.engine) == []
+    assert (login(client).status_code, login(client).json()) == (401, WRONG)
+
+
+def test_a_users_logins_beyond_the_cap_end_her_oldest_sessions(start_service):
+    client = start_service(max_sessions_per_user=2)
+    first, second, third = (tokens_for(client) for _ in range(3))
+    assert_refused(me(client, first["access_token"]))
+    assert_invalid_grant(refresh(client, first["refresh_token"]), SESSION_ENDED)
+    assert [me(client, tokens["access_token"]).json() for tokens in (second, third)] == [ALICE, ALICE]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("session_days", 1e7, "SESSION_DAYS is not a valid setting: Input should be less than or equal to 3650"),
+        ("access_token_minutes", 1e12, "ACCESS_TOKEN_MINUTES is not a valid setting: "
+         "Input should be less than or equal to 1440"),
+    ],
+)  # fmt: skip
+def test_the_service_refuses_to_start_with_an_absurd_setting(start_service, name, value, line):
+    with pytest.raises(SettingsError) as caught:
+        start_service(**{name: value})
+    assert str(caught.value) == line
+
+
+def test_every_token_endpoint_error_is_not_to_be_stored(start_service, db, monkeypatch):
+    client = start_service(login_failures_per_account="1/hour")
+    wrong = login(client, "alice", "guess")
+    throttled = login(client)
+    assert [(response.status_code, headers_of(response, NO_STORE)) for response in (wrong, throttled)] == [
+        (401, NO_STORE),
+        (429, NO_STORE),
+    ]
+    statistics = SimpleNamespace(borrowed_tokens=1, total_tokens=1, tasks_waiting=16)
+    with monkeypatch.context() as busy_hashing:
+        busy_hashing.setattr(passwords, "HASHING_LIMITER", SimpleNamespace(statistics=lambda: statistics))
+        busy = login(client, "carol", "tea-party")
+    assert (busy.status_code, headers_of(busy, NO_STORE)) == (503, NO_STORE)
+    tokens = tokens_for(client, "carol", "tea-party")
+    db.make_unavailable()
+    for response in (login(client, "carol", "tea-party"), refresh(client, tokens["refresh_token"])):
+        assert (response.status_code, response.json(), headers_of(response, NO_STORE)) == (503, UNAVAILABLE, NO_STORE)
