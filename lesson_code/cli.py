@@ -12,13 +12,11 @@ from datetime import datetime, timedelta
 
 from jose import jws
 from jose.exceptions import JOSEError
-from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
 
 from lesson_code import store
 from lesson_code.passwords import password_hash
-from lesson_code.settings import Settings, get_settings
+from lesson_code.settings import SettingsError, checked_settings
 from lesson_code.tokens import (
     ALGORITHM,
     MAX_TOKEN_LENGTH,
@@ -51,10 +49,12 @@ USERNAME_RULE = "1 to 64 characters: ASCII letters, digits and . _ - @"
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
 MAX_FULL_NAME_LENGTH = 200
+MIN_PASSWORD_LENGTH = 12  # OWASP ASVS V2.1.1
 MAX_PASSWORD_BYTES = 1024
 PASSWORD_INPUT = (
     "The password is asked twice at a prompt that does not echo it, or read from the first line of standard "
-    "input with --password-stdin (for scripts and pipes). It must not be empty."
+    f"input with --password-stdin (for scripts and pipes). It must be at least {MIN_PASSWORD_LENGTH} characters "
+    f"(OWASP ASVS V2.1.1) and at most {MAX_PASSWORD_BYTES} bytes."
 )
 
 
@@ -152,7 +152,8 @@ def add_users_commands(commands) -> None:
         help="manage users, their passwords, scopes and sessions",
         description="Manage the API's users in its database: the one DATABASE_URL names (any SQLAlchemy URL), or "
         f"else the SQLite file {store.DEFAULT_DATABASE_FILE.name} in the repository. The first use creates the "
-        "tables and the demo users alice, bob and carol. A username is " + USERNAME_RULE + ".",
+        "tables and, in a database with no user yet, the demo users alice, bob and carol (unless DEMO_USERS=false: "
+        "set it for any real deployment). A username is " + USERNAME_RULE + ".",
         epilog=USERS_EXIT_STATUS,
     )
     actions = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -333,16 +334,14 @@ def signature_verdict(token: str) -> str:
 
 @contextmanager
 def open_database(url: str | None = None) -> Iterator[Engine]:
-    """The store's engine, with its tables and the demo users made on first use; disposed afterwards."""
-    try:
-        engine = store.make_engine(url, pool_size=1)
-    except (sa_exc.ArgumentError, ImportError) as error:
-        raise CommandLineError(
-            f"{store.DATABASE_URL_ENV_VAR} is not a database URL this code can open: {error}"
-        ) from None
+    """The store's engine, with its tables, and the demo users in a database with no user (unless DEMO_USERS is
+    off, as the service does); disposed afterwards."""
+    demo_users = checked_settings().demo_users
+    engine = store.make_engine(url, pool_size=1)
     try:
         store.create_schema(engine)
-        store.seed_demo_users(engine, password_hash.hash)
+        if demo_users:
+            store.seed_demo_users(engine, password_hash.hash)
         yield engine
     finally:
         engine.dispose()
@@ -366,13 +365,21 @@ def read_password_line() -> str:
         raise CommandLineError("the password on standard input is not UTF-8 text") from None
 
 
+def checked_password(password: str) -> str:
+    if not password:
+        raise CommandLineError("the password must not be empty")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandLineError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters (OWASP ASVS V2.1.1)")
+    if len(password.encode(errors="surrogatepass")) > MAX_PASSWORD_BYTES:
+        raise CommandLineError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes")
+    return password
+
+
 def ask_password(name: str) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("error", getpass.GetPassWarning)  # getpass would echo the password: refuse instead
         try:
-            first = getpass.getpass(f"New password for {name}: ")
-            if not first:
-                raise CommandLineError("the password must not be empty")
+            first = checked_password(getpass.getpass(f"New password for {name}: "))
             second = getpass.getpass("Repeat the password: ")
         except getpass.GetPassWarning:
             raise CommandLineError(
@@ -389,9 +396,7 @@ def ask_password(name: str) -> str:
 
 def new_password_hash(args) -> str:
     password = read_password_line() if args.password_stdin else ask_password(args.name)
-    if not password:
-        raise CommandLineError("the password must not be empty")
-    return password_hash.hash(password)
+    return password_hash.hash(checked_password(password))
 
 
 def sessions_ended(count: int) -> str:
@@ -467,15 +472,6 @@ def run_users_scopes(args) -> int:
     return 0
 
 
-def checked_settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as error:
-        problem = error.errors()[0]
-        name = "_".join(str(part) for part in problem["loc"]).upper()
-        raise CommandLineError(f"{name} is not a valid setting: {problem['msg']}") from None
-
-
 def run_serve(args) -> int:
     get_secret_key()
     with open_database(checked_settings().database_url):
@@ -491,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (CommandLineError, SecretKeyError, store.StoreError) as error:
+    except (CommandLineError, SecretKeyError, SettingsError, store.StoreError) as error:
         say(f"error: {error}", sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:

@@ -406,8 +406,29 @@ def test_serve_runs_the_finished_service_with_uvicorn_on_a_ready_database(
         ("ACCESS_TOKEN_MINUTES", "0", "ACCESS_TOKEN_MINUTES is not a valid setting: Input should be greater than 0"),
         ("LOGIN_FAILURES_PER_ACCOUNT", "lots", "LOGIN_FAILURES_PER_ACCOUNT is not a valid setting: "
          "Value error, couldn't parse rate limit string 'lots'"),
+        ("DATABASE_URL", "postgresql://h:notaport/db", "DATABASE_URL is not a database URL this code can open: "
+         "invalid literal for int() with base 10: 'notaport'"),
+        ("DATABASE_URL", "sqlite:///{tmp_path}/x.db?timeout=abc", "DATABASE_URL is not a database URL this code can "
+         "open: could not convert string to float: 'abc'"),
+        ("ACCESS_TOKEN_MINUTES", "1e12", "ACCESS_TOKEN_MINUTES is not a valid setting: "
+         "Input should be less than or equal to 1440"),
+        ("ACCESS_TOKEN_MINUTES", "0.01", "ACCESS_TOKEN_MINUTES is not a valid setting: "
+         "Value error, must be at least 1/60 (a second)"),
+        ("SESSION_DAYS", "1e7", "SESSION_DAYS is not a valid setting: Input should be less than or equal to 3650"),
+        ("SESSION_DAYS", "-1", "SESSION_DAYS is not a valid setting: Input should be greater than 0"),
+        ("SESSION_DAYS", "3", "SESSION_DAYS is not a valid setting: Value error, must be at least REFRESH_TOKEN_DAYS "
+         "(7.0): a refresh token cannot outlive its session"),
+        ("REFRESH_TOKEN_DAYS", "0", "REFRESH_TOKEN_DAYS is not a valid setting: Input should be greater than 0"),
+        ("REFRESH_TOKEN_DAYS", "366", "REFRESH_TOKEN_DAYS is not a valid setting: "
+         "Input should be less than or equal to 365"),
+        ("MAX_SESSIONS_PER_USER", "0", "MAX_SESSIONS_PER_USER is not a valid setting: "
+         "Input should be greater than or equal to 1"),
+        ("DEMO_USERS", "maybe", "DEMO_USERS is not a valid setting: Input should be a valid boolean, unable to "
+         "interpret input"),
     ],
-    ids=["database folder missing", "database URL", "token lifetime", "rate limit"],
+    ids=["database folder missing", "database URL", "token lifetime", "rate limit", "bad port", "bad sqlite query",
+         "access huge", "access tiny", "session huge", "session negative", "session shorter than refresh",
+         "refresh zero", "refresh huge", "session cap", "demo users"],
 )  # fmt: skip
 def test_serve_refuses_a_bad_database_or_setting_in_one_line_before_starting(
     capsys, monkeypatch, tmp_path, fresh_settings, variable, value, line

@@ -15,6 +15,7 @@ from test_cli import choices
 from lesson_code import store
 from lesson_code.cli import main
 from lesson_code.passwords import password_hash
+from lesson_code.settings import Settings, get_settings
 from tests.utils.postgres import PostgresServer, postgres_server  # noqa: F401  (postgres_server: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,19 +236,25 @@ def test_add_asks_for_the_password_twice_without_echo(capsys, sqlite_engine, pro
 
 
 def test_set_password_asks_twice_too(capsys, sqlite_engine, prompt):
-    prompt.answers = ["mad hatter", "mad hatter"]
+    prompt.answers = ["mad hatter's tea", "mad hatter's tea"]
     assert run(capsys, "users", "set-password", "carol") == (
         0,
         "Set a new password for carol and ended 0 sessions\n",
         "",
     )
     assert prompt.prompts == ["New password for carol: ", "Repeat the password: "]
-    assert password_hash.verify("mad hatter", password_of(sqlite_engine, "carol"))
+    assert password_hash.verify("mad hatter's tea", password_of(sqlite_engine, "carol"))
 
 
 PROMPTED = {
-    "do not match": (["daisy", "daisey"], "error: the passwords do not match", 2),
+    "do not match": (["daisy, daisy", "daisy, daisey"], "error: the passwords do not match", 2),
     "empty, not asked again": ([""], "error: the password must not be empty", 1),
+    "too short, not asked again": (
+        ["eleven char"],
+        "error: the password must be at least 12 characters (OWASP ASVS V2.1.1)",
+        1,
+    ),
+    "too long, not asked again": (["é" * 513], "error: the password is longer than 1024 bytes", 1),
     "Ctrl-D": ([EOFError()], "error: no password given (end of input at the prompt)", 1),
     "not text": (
         [UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")],
@@ -272,7 +279,7 @@ def test_bad_password_at_the_prompt_is_one_line_and_changes_nothing(
 
 
 def test_ctrl_c_at_the_prompt_exits_130_and_adds_nobody(capsys, sqlite_engine, prompt):
-    prompt.answers = ["daisy", KeyboardInterrupt()]
+    prompt.answers = ["daisy, daisy", KeyboardInterrupt()]
     assert run(capsys, "users", "add", "hal") == (130, "", "")
     assert store.get_user(sqlite_engine, "hal") is None
 
@@ -304,6 +311,11 @@ def test_password_stdin_reads_the_first_line(capsys, monkeypatch, sqlite_engine,
 STDIN = {
     "empty": (b"", "error: the password must not be empty"),
     "empty line": (b"\n", "error: the password must not be empty"),
+    "11 characters": (b"eleven char\n", "error: the password must be at least 12 characters (OWASP ASVS V2.1.1)"),
+    "11 characters, 22 bytes": (
+        "ééééééééééé\n".encode(),
+        "error: the password must be at least 12 characters (OWASP ASVS V2.1.1)",
+    ),
     "too long": (b"x" * 1025 + b"\n", "error: the password is longer than 1024 bytes"),
     "endless line": (b"x" * 100_000, "error: the password is longer than 1024 bytes"),
     "not UTF-8": (b"\xffpassword\n", "error: the password on standard input is not UTF-8 text"),
@@ -355,7 +367,7 @@ def test_adding_a_user_twice_is_one_line_and_asks_no_password(capsys, sqlite_eng
 
 @pytest.mark.parametrize("name", ["a", "A" * 64, "dave.bowman@example.com", "Hal_9000-x"])
 def test_usernames_the_rule_allows(capsys, monkeypatch, sqlite_engine, name):
-    feed_stdin(monkeypatch, b"pw\n")
+    feed_stdin(monkeypatch, b"twelve chars\n")  # the shortest password allowed
     assert run(capsys, "users", "add", name, "--password-stdin") == (0, f"Added {name} (scopes: me)\n", "")
 
 
@@ -496,3 +508,69 @@ def test_each_users_command_says_what_it_does_and_its_exit_statuses(capsys, comm
     text = " ".join(capsys.readouterr().out.split())
     assert says in text
     assert text.endswith(USERS_EXIT_STATUS)
+
+
+# Demo users
+
+
+def test_a_database_that_has_users_gets_no_demo_users(capsys, database_url):
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    store.add_user(engine, "dave", password_hash.hash("open the pod bay doors"))
+    try:
+        assert run(capsys, "users", "list") == (
+            0,
+            "USERNAME  FULL NAME  EMAIL  DISABLED  SCOPES\ndave      -          -      no        me\n",
+            "",
+        )
+    finally:
+        engine.dispose()
+
+
+def test_deleted_demo_users_do_not_come_back(capsys, engine):
+    with engine.begin() as connection:
+        connection.execute(store.users.delete().where(store.users.c.username.in_(["alice", "carol"])))
+    assert run(capsys, "users", "list") == (
+        0,
+        "USERNAME  FULL NAME        EMAIL            DISABLED  SCOPES\n"
+        "bob       Bob the Builder  bob@example.com  yes       me\n",
+        "",
+    )
+    assert [user.username for user in store.list_users(engine)] == ["bob"]
+
+
+@pytest.mark.parametrize("value", ["false", "0", "no"])
+def test_demo_users_false_seeds_no_one(capsys, monkeypatch, sqlite_url, value):
+    monkeypatch.setenv("DEMO_USERS", value)
+    assert run(capsys, "users", "list") == (0, "USERNAME  FULL NAME  EMAIL  DISABLED  SCOPES\n", "")
+    feed_stdin(monkeypatch, b"open the pod bay doors\n")
+    assert run(capsys, "users", "add", "dave", "--password-stdin") == (0, "Added dave (scopes: me)\n", "")
+    monkeypatch.delenv("DEMO_USERS")
+    get_settings.cache_clear()
+    assert run(capsys, "users", "list")[1].splitlines()[1:] == ["dave      -          -      no        me"]
+
+
+def test_the_demo_users_setting_says_to_turn_it_off(capsys):
+    field = Settings.model_fields["demo_users"]
+    assert field.default is True
+    assert field.description.endswith("turn off for any real deployment.")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://h:notaport/db", "sqlite:///{tmp_path}/x.db?timeout=abc"],
+)
+@pytest.mark.parametrize("command", [("users", "list"), ("users", "disable", "alice"), ("serve",)])
+def test_a_malformed_database_url_is_one_line_and_exit_2(capsys, monkeypatch, tmp_path, url, command):
+    import uvicorn
+
+    monkeypatch.setenv("DATABASE_URL", url.format(tmp_path=tmp_path))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("served anyway"))
+    reason = (
+        "invalid literal for int() with base 10: 'notaport'"
+        if "notaport" in url
+        else "could not convert string to float: 'abc'"
+    )
+    line = f"error: DATABASE_URL is not a database URL this code can open: {reason}\n"
+    assert run(capsys, *command) == (2, "", line)
+    assert not (tmp_path / "x.db").exists()
