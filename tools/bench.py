@@ -99,7 +99,10 @@ STORM_CONNECTIONS = 400
 READERS = 16  # connections reading /users/me
 LOGIN_CLIENTS = 4
 REFRESH_CONNECTIONS = 16
-REFRESH_TOKENS_PER_CONNECTION = 4
+REFRESH_TOKENS_PER_CONNECTION = 2
+# The service keeps at most 20 live sessions a user (a login beyond ends the oldest): the readers of the login storm
+# sign in as carol while alice logs in, and the refresh tokens are minted for both, after the logins are measured.
+DEMO_PASSWORDS = {"alice": "wonderland", "carol": "tea-party"}
 WARM_UP_SECONDS = 1
 SLICE_SECONDS = 1  # the two sides of a ratio are measured in turns, a second at a time
 # As if the guesses came from more addresses than the limits can tell apart: only the hashing queue stands.
@@ -209,8 +212,9 @@ def alternating(seconds: int, **measures) -> dict:
     return {name: combined(reports) for name, reports in slices.items()}
 
 
-def log_in(base_url: str) -> dict:
-    response = httpx.post(f"{base_url}/token", data={"username": "alice", "password": "wonderland"}, timeout=30)
+def log_in(base_url: str, user: str = "alice") -> dict:
+    form = {"username": user, "password": DEMO_PASSWORDS[user]}
+    response = httpx.post(f"{base_url}/token", data=form, timeout=30)
     response.raise_for_status()
     return response.json()
 
@@ -226,7 +230,7 @@ def warm_up(base_url: str, token: str) -> None:
 
 def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: dict, code: Path) -> dict:
     with server(module, secret, variant, code=code) as base_url:
-        token = log_in(base_url)["access_token"]
+        token = log_in(base_url, "carol" if module == SERVICE else "alice")["access_token"]
         warm_up(base_url, token)
         # Not in turns: logins left in flight when a slice ends would still be hashing in the next idle slice.
         idle = wrk_report(users_me(base_url, token, seconds))
@@ -254,12 +258,13 @@ def protection_cost(module: str, secret: str, seconds: int, code: Path) -> dict:
 def refresh_against_login(secret: str, seconds: int, scripts: dict, folder: str, code: Path) -> dict:
     """service.py: logins by LOGIN_CLIENTS clients, then refreshes on REFRESH_CONNECTIONS, each token spent once."""
     with server(SERVICE, secret, code=code) as base_url:
-        count = REFRESH_CONNECTIONS * REFRESH_TOKENS_PER_CONNECTION
-        tokens_file = Path(folder, "refresh_tokens.txt")
-        tokens_file.write_text("".join(log_in(base_url)["refresh_token"] + "\n" for _ in range(count)))
         login = wrk_report(
             start_wrk(f"{base_url}/token", seconds, LOGIN_CLIENTS, "--script", scripts["login"], "--timeout", "30s")
         )
+        users = list(DEMO_PASSWORDS) * REFRESH_CONNECTIONS * REFRESH_TOKENS_PER_CONNECTION
+        tokens_file = Path(folder, "refresh_tokens.txt")
+        count = REFRESH_CONNECTIONS * REFRESH_TOKENS_PER_CONNECTION
+        tokens_file.write_text("".join(log_in(base_url, user)["refresh_token"] + "\n" for user in users[:count]))
         refresh_script = ("--script", scripts["refresh"])
         refresh = wrk_report(
             start_wrk(
