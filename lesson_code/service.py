@@ -7,7 +7,7 @@ the session flows (sessions.py). Serve it with `python -m lesson_code serve` or 
 
 import logging
 import sys
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Annotated
@@ -172,7 +172,9 @@ async def lifespan(app: FastAPI):
         await anyio.to_thread.run_sync(store.create_schema, engine)
         if settings.demo_users:
             await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
-        yield {"engine": engine, "login_throttle": LoginThrottle(settings.login_limits_storage_url)}
+        with closing(store.SessionCheck(engine)) as session_check:
+            throttle = LoginThrottle(settings.login_limits_storage_url)
+            yield {"engine": engine, "session_check": session_check, "login_throttle": throttle}
     finally:
         engine.dispose()
 
@@ -243,10 +245,10 @@ def insufficient_scope(security_scopes: SecurityScopes) -> HTTPException:
     )
 
 
-def get_current_user(
-    security_scopes: SecurityScopes, claims: AccessClaims, engine: DatabaseEngine, now: Now
+async def get_current_user(
+    security_scopes: SecurityScopes, claims: AccessClaims, request: Request, now: Now
 ) -> UserPublic:
-    user = store.active_session_user(engine, claims["sid"], now)
+    user = await request.state.session_check(claims["sid"], now)
     if user is None or user.username != claims["sub"]:
         raise credentials_exception()
     granted = set(sessions.scopes_of(claims)) & set(user.scopes.split())  # carried by the token and held still
