@@ -8,6 +8,25 @@ import time
 
 FAR_FUTURE = 4_102_444_800  # 2100-01-01
 ALICE = {"username": "alice", "email": "alice@example.com", "full_name": "Alice Liddell", "disabled": False}
+CAROL = {"username": "carol", "email": "carol@example.com", "full_name": "Carol Hatter", "disabled": False}
+# GET /users as the demo users are seeded
+EVERY_USER = [
+    {
+        "username": "alice",
+        "full_name": "Alice Liddell",
+        "email": "alice@example.com",
+        "disabled": False,
+        "scopes": "me",
+    },
+    {"username": "bob", "full_name": "Bob the Builder", "email": "bob@example.com", "disabled": True, "scopes": "me"},
+    {
+        "username": "carol",
+        "full_name": "Carol Hatter",
+        "email": "carol@example.com",
+        "disabled": False,
+        "scopes": "me admin",
+    },
+]
 HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 OTHER_KEY = "another-key-that-is-long-enough-0123456789"
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

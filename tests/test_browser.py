@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from conftest import serving_the_service
+from forge import EVERY_USER
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The flags that keep Chromium from reaching out to the network: this test talks to 127.0.0.1 only.
@@ -25,23 +26,6 @@ CHROMIUM_ARGS = [
 
 pytestmark = pytest.mark.browser
 LIST_USERS = "#operations-default-list_users_users_get"
-EVERY_USER = [
-    {
-        "username": "alice",
-        "full_name": "Alice Liddell",
-        "email": "alice@example.com",
-        "disabled": False,
-        "scopes": "me",
-    },
-    {"username": "bob", "full_name": "Bob the Builder", "email": "bob@example.com", "disabled": True, "scopes": "me"},
-    {
-        "username": "carol",
-        "full_name": "Carol Hatter",
-        "email": "carol@example.com",
-        "disabled": False,
-        "scopes": "me admin",
-    },
-]
 NEEDS_ADMIN = {"detail": "Not enough permissions: this needs the scope admin"}
 
 

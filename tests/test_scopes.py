@@ -9,7 +9,7 @@ from datetime import timedelta
 import jwt as pyjwt
 import pytest
 from conftest import argon2_hash
-from forge import ALICE, FAR_FUTURE, OTHER_KEY, forge, tampered
+from forge import ALICE, CAROL, EVERY_USER, FAR_FUTURE, OTHER_KEY, forge, tampered
 from sqlalchemy import update
 
 from lesson_code import service as service_module
@@ -26,24 +26,6 @@ WRONG = {"detail": "Incorrect username or password"}
 UNAVAILABLE = {"detail": "The database is unavailable: try again later"}
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 PASSWORDS = {"alice": "wonderland", "bob": "builder", "carol": "tea-party", "dave": "daisy, daisy"}
-CAROL = {"username": "carol", "email": "carol@example.com", "full_name": "Carol Hatter", "disabled": False}
-EVERY_USER = [
-    {
-        "username": "alice",
-        "full_name": "Alice Liddell",
-        "email": "alice@example.com",
-        "disabled": False,
-        "scopes": "me",
-    },
-    {"username": "bob", "full_name": "Bob the Builder", "email": "bob@example.com", "disabled": True, "scopes": "me"},
-    {
-        "username": "carol",
-        "full_name": "Carol Hatter",
-        "email": "carol@example.com",
-        "disabled": False,
-        "scopes": "me admin",
-    },
-]
 
 
 def login(client, username="alice", scope=None, password=None):

@@ -8,31 +8,13 @@ from datetime import timedelta
 
 import httpx
 import jwt as pyjwt
-from forge import ALICE, tampered
+from forge import ALICE, CAROL, EVERY_USER, tampered
 
 from lesson_code.tokens import create_access_token, get_secret_key
 
 CLIENTS = 16
 REQUESTS = 1600  # the mixed calls, shared among the clients
 REFRESH_EVERY = 25  # each client refreshes its own session after this many of its calls
-CAROL = {"username": "carol", "email": "carol@example.com", "full_name": "Carol Hatter", "disabled": False}
-EVERY_USER = [
-    {
-        "username": "alice",
-        "full_name": "Alice Liddell",
-        "email": "alice@example.com",
-        "disabled": False,
-        "scopes": "me",
-    },
-    {"username": "bob", "full_name": "Bob the Builder", "email": "bob@example.com", "disabled": True, "scopes": "me"},
-    {
-        "username": "carol",
-        "full_name": "Carol Hatter",
-        "email": "carol@example.com",
-        "disabled": False,
-        "scopes": "me admin",
-    },
-]
 CANNOT_VALIDATE = (401, {"detail": "Could not validate credentials"}, "Bearer")
 
 
