@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import DUMMY_HASH, verify_password
-from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
+from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders, too_many_failed_logins
 from lesson_code.settings import Settings, get_settings
 from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_secret_key
 
@@ -150,11 +150,7 @@ async def login_for_access_token(
 ) -> Token:
     wait = await throttle.seconds_to_wait(settings, form_data.username, client)
     if wait:
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"Too many failed logins: try again in {wait} seconds",
-            headers={"Retry-After": str(wait)},
-        )
+        raise too_many_failed_logins(wait)
     user = await authenticate_user(form_data.username, form_data.password, settings.max_logins_waiting_to_hash)
     if user is None:
         await throttle.record_failure(settings, form_data.username, client)

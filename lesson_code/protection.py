@@ -42,6 +42,14 @@ class LoginThrottle:
             await self.limiter.hit(limit, *keys)
 
 
+def too_many_failed_logins(wait: int) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"Too many failed logins: try again in {wait} seconds",
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def body_too_large(max_bytes: int) -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_413_CONTENT_TOO_LARGE, detail=f"Request body is larger than {max_bytes} bytes"

@@ -35,7 +35,7 @@ from lesson_code.app import (
 )
 from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
-from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders
+from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders, too_many_failed_logins
 from lesson_code.sessions import InvalidGrant, InvalidScope, Lifetimes, TokenPair
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import (
@@ -279,11 +279,7 @@ async def password_grant(
         raise OAuthErrorResponse("invalid_request", "The password grant needs username and password")
     wait = await throttle.seconds_to_wait(settings, form.username, client)
     if wait:
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"Too many failed logins: try again in {wait} seconds",
-            headers={"Retry-After": str(wait)},
-        )
+        raise too_many_failed_logins(wait)
     user = await authenticate_user(engine, form.username, form.password, settings.max_logins_waiting_to_hash)
     if user is not None:
         try:
