@@ -229,9 +229,9 @@ def test_a_session_is_granted_only_scopes_the_user_holds(engine: Engine) -> None
     assert session_row(engine, sid).scope == "me admin"
 
 
+# SQLite: each writer holds the whole database from BEGIN IMMEDIATE, so nothing can interleave there.
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_a_session_starting_while_a_scope_is_taken_away_waits_and_is_refused(engine: Engine, db: Database) -> None:
-    if db.kind == "sqlite":
-        pytest.skip("SQLite: each writer holds the whole database from BEGIN IMMEDIATE, so nothing can interleave")
     carol = store.users.c.username == "carol"
     with engine.connect() as holder:
         transaction = holder.begin()  # what set_scopes does, held open
@@ -593,14 +593,13 @@ def test_a_login_whose_password_changed_or_user_was_disabled_meanwhile_starts_no
     assert store.end_user_sessions(engine, "carol", NOW) == 0
 
 
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # as above: SQLite's writers cannot interleave
 @pytest.mark.parametrize(
     ("change", "refused"),
     [({"hashed_password": "hashed:new"}, store.CredentialsChanged), ({"disabled": True}, store.UserDisabled)],
     ids=["password", "disable"],
 )
 def test_a_session_starting_while_the_password_changes_waits_and_is_refused(engine, db, change, refused) -> None:
-    if db.kind == "sqlite":
-        pytest.skip("SQLite: each writer holds the whole database from BEGIN IMMEDIATE, so nothing can interleave")
     alice = store.users.c.username == "alice"
     with engine.connect() as holder:
         transaction = holder.begin()  # what set_password or set_disabled does, held open
@@ -774,9 +773,8 @@ def test_postgresql_gets_a_smaller_pool_than_sqlite(db: Database) -> None:
         assert (pool.size(), pool._max_overflow, pool.timeout()) == (10, 10, store.POOL_TIMEOUT_SECONDS) == (10, 10, 10)
 
 
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # SQLite keeps anyio's 40 threads' worth
 def test_waiting_too_long_for_a_pooled_connection_is_unavailable(db: Database, monkeypatch) -> None:
-    if db.kind == "sqlite":
-        pytest.skip("SQLite keeps anyio's 40 threads' worth of connections")
     monkeypatch.setattr(store, "POSTGRESQL_POOL_SIZE", 1)
     monkeypatch.setattr(store, "POSTGRESQL_MAX_OVERFLOW", 0)
     monkeypatch.setattr(store, "POOL_TIMEOUT_SECONDS", 0.1)
