@@ -6,14 +6,10 @@ import warnings
 import httpx
 import pytest
 from authlib.deprecate import AuthlibDeprecationWarning
-from conftest import argon2_hash
+from conftest import serving_the_service
 from forge import ALICE
 
-from lesson_code import store
-from lesson_code.service import app
 from lesson_code.sessions import REFRESH_TOKEN_REUSED, SESSION_ENDED
-from lesson_code.settings import get_settings
-from notebooks.helpers.local_server import serve_in_background
 from tests.utils.databases import Database
 
 with warnings.catch_warnings():  # Authlib would rather use httpx2, a fork of httpx; the lessons use httpx
@@ -24,18 +20,10 @@ ACCESS_SECONDS = 2
 
 
 @pytest.fixture
-def live_service(db: Database, monkeypatch):
+def live_service(db: Database):
     """The service under uvicorn on 127.0.0.1 (a thread of this process), its access tokens living 2 seconds."""
-    store.create_schema(db.engine)
-    store.seed_demo_users(db.engine, argon2_hash)
-    monkeypatch.setenv("DATABASE_URL", db.url)
-    monkeypatch.setenv("ACCESS_TOKEN_MINUTES", str(ACCESS_SECONDS / 60))
-    get_settings.cache_clear()
-    try:
-        with serve_in_background(app) as base_url:
-            yield base_url
-    finally:
-        get_settings.cache_clear()
+    with serving_the_service(db.url, access_token_minutes=ACCESS_SECONDS / 60) as base_url:
+        yield base_url
 
 
 def test_authlib_logs_in_and_refreshes_by_itself(live_service):
