@@ -597,7 +597,9 @@ class SessionCheck:
         connection = pooled.driver_connection
         pooled.detach()  # the loop's own from now on: the pool never hands it to a thread
         connection.execute(f"PRAGMA busy_timeout={LOOP_BUSY_TIMEOUT_MS}")
-        self.connection, self.bind_now = connection, UTCDateTime().bind_processor(engine.dialect)
+        # As the Core path binds it: SQLite's own text for a UTC time, not sqlite3's deprecated datetime adapter.
+        self.bind_now = UTCDateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        self.connection = connection
 
     async def __call__(self, sid: str, now: datetime) -> UserPublic | None:
         if self.connection is None:
