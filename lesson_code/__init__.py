@@ -1,1 +1,2 @@
-"""The finished code of the notebooks: tokens.py (create and verify JWTs) and app.py (the FastAPI app)."""
+"""The finished code of the notebooks: tokens.py (access tokens), app.py (notebook 04's first app) and service.py
+(the finished service: users and sessions in SQL, refresh, logout, scopes), with the modules they share."""
