@@ -21,7 +21,7 @@ from sqlalchemy import DateTime, Engine, Index, bindparam, case, create_engine, 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -230,8 +230,8 @@ def _create_engine(url: str, pool_size: int | None, lock_timeout: float) -> Engi
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         connect_args = {"timeout": lock_timeout, "check_same_thread": False}
-        if parsed.database in (None, "", ":memory:"):
-            engine = create_engine(parsed, connect_args=connect_args, poolclass=StaticPool)
+        if parsed.database in (None, "", ":memory:"):  # one connection is the whole database: threads take turns
+            engine = create_engine(parsed, connect_args=connect_args, poolclass=QueuePool, pool_size=1, max_overflow=0)
         else:
             engine = create_engine(parsed, connect_args=connect_args, pool_size=pool_size or POOL_SIZE)
             if not parsed.query.get("uri"):

@@ -560,7 +560,14 @@ def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:
     store.create_schema(engine)
     store.seed_demo_users(engine, fake_hash, now=NOW)
     sid, _ = store.start_session(engine, "alice", "me", NOW)
-    assert in_threads(4, lambda _: store.active_session_user(engine, sid, NOW)) == [ALICE] * 4
+
+    def read_and_write(index: int) -> list[object]:
+        seen = [store.active_session_user(engine, sid, NOW) for _ in range(50)]
+        store.start_session(engine, "alice", "me", NOW + timedelta(seconds=index))
+        return seen
+
+    assert in_threads(8, read_and_write) == [[ALICE] * 50] * 8
+    assert store.end_user_sessions(engine, "alice", NOW) == 9
     engine.dispose()
 
 
