@@ -1,6 +1,7 @@
 """The app's limits, read once from environment variables (FastAPI's "Settings and Environment Variables" pattern)."""
 
 from functools import lru_cache
+from typing import Literal
 
 from limits import parse
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -77,6 +78,35 @@ class Settings(BaseSettings):
         ge=1,
         description="Live sessions one user may have (devices, browsers); a login beyond them ends the oldest.",
     )
+    jwt_algorithm: Literal["HS256", "ES256", "RS256"] = Field(
+        "HS256",
+        description="How the service signs access tokens: HS256 with the secret (notebooks 01 to 07), or ES256 "
+        "(RS256) with a private key of the key directory, JWT_KEY_DIR, whose public keys it publishes at "
+        "/.well-known/jwks.json (notebook 08). Refresh tokens, read by this service alone, stay HS256.",
+    )
+    jwt_issuer: str = Field(
+        "http://127.0.0.1:8000",
+        min_length=1,
+        description="The iss claim of ES256 and RS256 access tokens: the issuer's base URL. A resource server "
+        "accepts only tokens naming it, and fetches its keys from JWKS_URL.",
+    )
+    jwt_audience: str = Field(
+        "jwt-lesson-api",
+        min_length=1,
+        description="The aud claim of ES256 and RS256 access tokens: the API they are for. Every verifier checks it.",
+    )
+    jwks_url: str = Field(
+        "",
+        description="Where a resource server fetches the issuer's public keys. Empty: JWT_ISSUER followed by "
+        "/.well-known/jwks.json.",
+    )
+    jwks_refetch_seconds: float = Field(
+        5,
+        ge=0,
+        le=3600,
+        description="A resource server refetches the key set for a kid it does not know at most this often, so "
+        "tokens naming made-up kids cannot make it hammer the issuer.",
+    )
     demo_users: bool = Field(
         True,
         description="Add the demo users alice, bob and carol, whose passwords are published (carol is an admin), "
@@ -112,6 +142,11 @@ class Settings(BaseSettings):
         if not value.startswith("async+"):
             raise ValueError(f"the app counts from async code: write async+{value}")
         return value
+
+    @property
+    def jwks_location(self) -> str:
+        """JWKS_URL, or the issuer's /.well-known/jwks.json."""
+        return self.jwks_url or self.jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 @lru_cache
