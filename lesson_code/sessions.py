@@ -9,8 +9,11 @@ that grant, and each access token carries a scope claim, space-separated (RFC 90
 fewer scopes than the session was granted, never more (RFC 6749, section 6).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import NamedTuple
 
 from jose import jwt
 from pydantic import BaseModel
@@ -55,6 +58,17 @@ class Lifetimes:
     access: timedelta = timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES)
     refresh: timedelta = store.REFRESH_LIFETIME
     session: timedelta = store.SESSION_LIFETIME
+
+
+class AccessTokens(NamedTuple):
+    """How access tokens are made and read: HS256 with the secret (tokens.py) unless another pair is given, such as
+    keys.SignedAccessTokens (ES256, notebook 08)."""
+
+    create: Callable[[dict, timedelta | None], str] = create_access_token
+    decode: Callable[[str], dict] = decode_access_token
+
+
+HS256 = AccessTokens()
 
 
 class TokenPair(BaseModel):
@@ -102,9 +116,9 @@ def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     return claims
 
 
-def decode_session_access_token(token: str) -> dict:
+def decode_session_access_token(token: str, access_tokens: AccessTokens = HS256) -> dict:
     """The claims of a valid access token that names its session (sid); raise TokenError otherwise."""
-    claims = decode_access_token(token)
+    claims = access_tokens.decode(token)
     _require_text(claims, "sid")
     if not isinstance(claims.get("scope", ""), str):
         raise TokenError("scope must be a string")
@@ -127,11 +141,18 @@ def grant_scope(asked: str, held: str) -> str:
 
 
 def _issue(
-    username: str, sid: str, jti: str, now: datetime, refresh_until: datetime, lifetimes: Lifetimes, scope: str
+    username: str,
+    sid: str,
+    jti: str,
+    now: datetime,
+    refresh_until: datetime,
+    lifetimes: Lifetimes,
+    scope: str,
+    access_tokens: AccessTokens,
 ) -> TokenPair:
     claims = {"sub": username, "sid": sid, "scope": scope}
     return TokenPair(
-        access_token=create_access_token(claims, expires_delta=lifetimes.access),
+        access_token=access_tokens.create(claims, lifetimes.access),
         expires_in=max(1, round(lifetimes.access.total_seconds())),
         refresh_token=create_refresh_token(username, sid, jti, now, refresh_until),
         scope=scope,
@@ -147,6 +168,7 @@ def log_in(
     *,
     verified_hash: str | None = None,
     max_sessions: int = store.MAX_SESSIONS_PER_USER,
+    access_tokens: AccessTokens = HS256,
 ) -> TokenPair:
     """Start a session granted scope for a user whose password was checked; its first access and refresh tokens.
 
@@ -168,7 +190,7 @@ def log_in(
     except store.ScopeNotHeld:
         raise InvalidScope(NO_SCOPE_HELD) from None
     refresh_until = min(now + lifetimes.refresh, now + lifetimes.session)
-    return _issue(username, sid, jti, now, refresh_until, lifetimes, scope)
+    return _issue(username, sid, jti, now, refresh_until, lifetimes, scope, access_tokens)
 
 
 def _refuse_wider_scope(engine: Engine, claims: dict, asked: list[str], now: datetime) -> None:
@@ -183,7 +205,14 @@ def _refuse_wider_scope(engine: Engine, claims: dict, asked: list[str], now: dat
         raise InvalidScope(SCOPE_NOT_GRANTED)  # before rotating: the refresh token is not spent
 
 
-def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifetimes, scope: str = "") -> TokenPair:
+def refresh(
+    engine: Engine,
+    refresh_token: str,
+    now: datetime,
+    lifetimes: Lifetimes,
+    scope: str = "",
+    access_tokens: AccessTokens = HS256,
+) -> TokenPair:
     """Spend a refresh token for new tokens in the same session; a spent one presented again ends the session.
 
     scope may ask for fewer scopes than the session was granted (the new access token carries only those), never
@@ -207,12 +236,12 @@ def refresh(engine: Engine, refresh_token: str, now: datetime, lifetimes: Lifeti
     if not set(asked) <= set(result.scope.split()):
         raise InvalidScope(SCOPE_NOT_GRANTED)
     granted = " ".join(asked) if asked else result.scope
-    return _issue(result.username, sid, new_jti, now, result.refresh_expires_at, lifetimes, granted)
+    return _issue(result.username, sid, new_jti, now, result.refresh_expires_at, lifetimes, granted, access_tokens)
 
 
-def session_of(token: str) -> str | None:
+def session_of(token: str, access_tokens: AccessTokens = HS256) -> str | None:
     """The session id a valid refresh or access token names, or None."""
-    for decode in (decode_refresh_token, decode_session_access_token):
+    for decode in (decode_refresh_token, partial(decode_session_access_token, access_tokens=access_tokens)):
         try:
             return decode(token)["sid"]
         except TokenError:
@@ -220,7 +249,7 @@ def session_of(token: str) -> str | None:
     return None
 
 
-def revoke(engine: Engine, token: str, now: datetime) -> bool:
+def revoke(engine: Engine, token: str, now: datetime, access_tokens: AccessTokens = HS256) -> bool:
     """End the session of a refresh or access token (RFC 7009); False when the token named no live session."""
-    sid = session_of(token)
+    sid = session_of(token, access_tokens)
     return sid is not None and store.end_session(engine, sid, now)
