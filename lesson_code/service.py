@@ -33,10 +33,11 @@ from lesson_code.app import (
     client_address,
     get_login_throttle,
 )
+from lesson_code.keys import JWKS_MAX_AGE_SECONDS, KeySource, KeyStoreError, SignedAccessTokens, key_dir_path
 from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
 from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders, too_many_failed_logins
-from lesson_code.sessions import InvalidGrant, InvalidScope, Lifetimes, TokenPair
+from lesson_code.sessions import AccessTokens, InvalidGrant, InvalidScope, Lifetimes, TokenPair
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import (
     SCOPES,
@@ -81,6 +82,8 @@ DISABLE_RESPONSES = {
     status.HTTP_404_NOT_FOUND: {"model": Message, "description": "No such user"},
     status.HTTP_409_CONFLICT: {"model": Message, "description": "An admin cannot disable themself"},
 }
+NO_PUBLIC_KEYS = "This service signs with HS256, a shared secret: it has no public key to publish (JWT_ALGORITHM)"
+JWKS_RESPONSES = {status.HTTP_404_NOT_FOUND: {"model": Message, "description": "HS256: no public key to publish"}}
 USER_NOT_FOUND = "No such user"
 CANNOT_DISABLE_YOURSELF = "You cannot disable yourself: ask another admin"
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", scopes=SCOPES)
@@ -109,6 +112,12 @@ class TokenRequest(BaseModel):
 class RevocationRequest(BaseModel):
     token: str = Field(min_length=1, description="A refresh or an access token")
     token_type_hint: str | None = Field(None, description="refresh_token or access_token; may be left out")
+
+
+class JsonWebKeySet(BaseModel):
+    """RFC 7517 section 5: the public keys that verify this service's access tokens, each named by its kid."""
+
+    keys: list[dict[str, str]]
 
 
 class DisabledUser(BaseModel):
@@ -155,7 +164,7 @@ class StartupFailureInOneLine:
 
         async def send_one_line(message: ASGIMessage) -> None:
             error = sys.exc_info()[1]
-            one_line = (StoreError, SecretKeyError, SettingsError)
+            one_line = (StoreError, SecretKeyError, SettingsError, KeyStoreError)
             if message["type"] == "lifespan.startup.failed" and isinstance(error, one_line):
                 message = {**message, "message": str(error)}
             await send(message)
@@ -163,10 +172,21 @@ class StartupFailureInOneLine:
         await self.app(scope, receive, send_one_line)
 
 
+def access_tokens_for(settings: Settings) -> AccessTokens | SignedAccessTokens:
+    """HS256 with the secret, or the key directory's newest key for JWT_ALGORITHM=ES256 or RS256 (made if none)."""
+    if settings.jwt_algorithm == "HS256":
+        return sessions.HS256
+    source = KeySource(key_dir_path(), settings.jwt_algorithm)
+    source.ring()
+    longest = timedelta(minutes=settings.access_token_minutes)
+    return SignedAccessTokens(source, settings.jwt_issuer, settings.jwt_audience, longest)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     get_secret_key()
     settings = checked_settings()
+    access_tokens = await anyio.to_thread.run_sync(access_tokens_for, settings)
     engine = store.make_engine(settings.database_url)
     try:
         await anyio.to_thread.run_sync(store.create_schema, engine)
@@ -174,7 +194,12 @@ async def lifespan(app: FastAPI):
             await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
         with closing(store.SessionCheck(engine)) as session_check:
             throttle = LoginThrottle(settings.login_limits_storage_url)
-            yield {"engine": engine, "session_check": session_check, "login_throttle": throttle}
+            yield {
+                "engine": engine,
+                "session_check": session_check,
+                "login_throttle": throttle,
+                "access_tokens": access_tokens,
+            }
     finally:
         engine.dispose()
 
@@ -227,9 +252,16 @@ DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 Now = Annotated[datetime, Depends(current_time)]
 
 
-async def get_access_claims(token: Annotated[str, Depends(oauth2_scheme)]) -> dict:
+async def get_access_tokens(request: Request) -> AccessTokens | SignedAccessTokens:
+    return request.state.access_tokens
+
+
+AccessTokenFormat = Annotated[AccessTokens | SignedAccessTokens, Depends(get_access_tokens)]
+
+
+async def get_access_claims(token: Annotated[str, Depends(oauth2_scheme)], access_tokens: AccessTokenFormat) -> dict:
     try:
-        return sessions.decode_session_access_token(token)
+        return sessions.decode_session_access_token(token, access_tokens)
     except TokenError:
         raise credentials_exception() from None
 
@@ -274,6 +306,7 @@ async def password_grant(
     settings: Settings,
     throttle: LoginThrottle,
     client: str,
+    access_tokens: AccessTokens | SignedAccessTokens,
 ) -> TokenPair:
     if form.username is None or form.password is None:
         raise OAuthErrorResponse("invalid_request", "The password grant needs username and password")
@@ -288,6 +321,7 @@ async def password_grant(
                 sessions.log_in,
                 verified_hash=user.hashed_password,  # a password changed or a user disabled meanwhile: no session
                 max_sessions=settings.max_sessions_per_user,
+                access_tokens=access_tokens,
             )
             return await anyio.to_thread.run_sync(log_in, engine, user.username, scope, now, lifetimes)
         except InvalidScope as error:
@@ -302,11 +336,18 @@ async def password_grant(
     )
 
 
-async def refresh_token_grant(form: TokenRequest, engine: Engine, now: datetime, lifetimes: Lifetimes) -> TokenPair:
+async def refresh_token_grant(
+    form: TokenRequest,
+    engine: Engine,
+    now: datetime,
+    lifetimes: Lifetimes,
+    access_tokens: AccessTokens | SignedAccessTokens,
+) -> TokenPair:
     if form.refresh_token is None:
         raise OAuthErrorResponse("invalid_request", "The refresh_token grant needs refresh_token")
+    refresh = partial(sessions.refresh, access_tokens=access_tokens)
     try:
-        return await anyio.to_thread.run_sync(sessions.refresh, engine, form.refresh_token, now, lifetimes, form.scope)
+        return await anyio.to_thread.run_sync(refresh, engine, form.refresh_token, now, lifetimes, form.scope)
     except InvalidGrant as error:
         raise OAuthErrorResponse("invalid_grant", str(error)) from None
     except InvalidScope as error:
@@ -322,14 +363,15 @@ async def issue_tokens(
     settings: Annotated[Settings, Depends(get_settings)],
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
     client: Annotated[str, Depends(client_address)],
+    access_tokens: AccessTokenFormat,
     response: Response,
 ) -> TokenPair:
     """Log in (grant_type=password, the default) or refresh (grant_type=refresh_token): RFC 6749, sections 4.3 and 6."""
     try:
         if form.grant_type in (None, "password"):
-            tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client)
+            tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client, access_tokens)
         elif form.grant_type == "refresh_token":
-            tokens = await refresh_token_grant(form, engine, now, lifetimes)
+            tokens = await refresh_token_grant(form, engine, now, lifetimes, access_tokens)
         else:
             raise OAuthErrorResponse("unsupported_grant_type", "grant_type must be password or refresh_token")
     except HTTPException as error:  # 401, 429, and 503 for a full hashing queue: not to be kept either
@@ -382,7 +424,18 @@ def log_out_everywhere(current_user: CurrentUser, engine: DatabaseEngine, now: N
 
 
 @app.post("/revoke", response_class=Response, responses=REVOKE_RESPONSES)
-def revoke(form: Annotated[RevocationRequest, Form()], engine: DatabaseEngine, now: Now) -> Response:
+def revoke(
+    form: Annotated[RevocationRequest, Form()], engine: DatabaseEngine, now: Now, access_tokens: AccessTokenFormat
+) -> Response:
     """RFC 7009: end the session of a refresh or access token; the same answer whether the token was valid or not."""
-    sessions.revoke(engine, form.token, now)
+    sessions.revoke(engine, form.token, now, access_tokens)
     return Response(status_code=status.HTTP_200_OK)
+
+
+@app.get("/.well-known/jwks.json", responses=JWKS_RESPONSES)
+def json_web_key_set(access_tokens: AccessTokenFormat, response: Response) -> JsonWebKeySet:
+    """The public keys of ES256 or RS256 access tokens (RFC 7517), for other services to verify them with."""
+    if not isinstance(access_tokens, SignedAccessTokens):
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=NO_PUBLIC_KEYS)
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
+    return JsonWebKeySet.model_validate(access_tokens.jwks())

@@ -461,6 +461,7 @@ def test_the_openapi_schema(service):
     }
     paths = schema["paths"]
     assert sorted(paths) == [
+        "/.well-known/jwks.json",
         "/logout",
         "/logout/everywhere",
         "/revoke",
@@ -476,12 +477,14 @@ def test_the_openapi_schema(service):
         *("200", "401", "403", "404", "409", "413", "422", "503")
     ]
     assert sorted(paths["/logout"]["post"]["responses"]) == ["204", "401", "413", "503"]
+    assert sorted(paths["/.well-known/jwks.json"]["get"]["responses"]) == ["200", "404"]
     security = {
         (path, method): operation.get("security") for path, item in paths.items() for method, operation in item.items()
     }
     assert security == {
         ("/token", "post"): None,
         ("/revoke", "post"): None,
+        ("/.well-known/jwks.json", "get"): None,
         ("/users/me", "get"): [{"OAuth2PasswordBearer": ["me"]}],
         ("/users", "get"): [{"OAuth2PasswordBearer": ["admin"]}],
         ("/users/{username}/disable", "post"): [{"OAuth2PasswordBearer": ["admin"]}],
