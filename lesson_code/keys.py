@@ -281,8 +281,9 @@ def prune(directory: Path, now: datetime, longest_token: timedelta) -> list[Sign
 
 
 class KeySource:
-    """The issuer's key ring, made on first use, looked at again when CHECK_EVERY_SECONDS have passed: a rotation
-    made by `python -m lesson_code keys rotate` reaches every worker within about a second, without a restart."""
+    """The issuer's key ring, looked at again when CHECK_EVERY_SECONDS have passed: a rotation made by `python -m
+    lesson_code keys rotate` reaches every worker within about a second, without a restart. A first key, of
+    algorithm, is made when the directory holds none; after that the newest key signs, whatever its algorithm."""
 
     def __init__(self, directory: Path, algorithm: str, check_every: float = CHECK_EVERY_SECONDS) -> None:
         if algorithm not in ASYMMETRIC_ALGORITHMS:
@@ -309,7 +310,7 @@ class KeySource:
         names = _key_file_names(self.directory)
         if names != self._names:  # files are never changed, only added and removed: their names say it all
             ring = load_keys(self.directory)
-            if ring is None or ring.signing.algorithm != self.algorithm:
+            if ring is None:
                 rotate(self.directory, self.algorithm, datetime.now(timezone.utc))
                 names, ring = _key_file_names(self.directory), load_keys(self.directory)
             self._names, self._ring = names, ring

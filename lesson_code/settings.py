@@ -80,9 +80,10 @@ class Settings(BaseSettings):
     )
     jwt_algorithm: Literal["HS256", "ES256", "RS256"] = Field(
         "HS256",
-        description="How the service signs access tokens: HS256 with the secret (notebooks 01 to 07), or ES256 "
-        "(RS256) with a private key of the key directory, JWT_KEY_DIR, whose public keys it publishes at "
-        "/.well-known/jwks.json (notebook 08). Refresh tokens, read by this service alone, stay HS256.",
+        description="How the service signs access tokens: HS256 with the secret (notebooks 01 to 07), or with the "
+        "newest private key of the key folder JWT_KEY_DIR, publishing the public keys at /.well-known/jwks.json "
+        "(notebook 08). ES256 or RS256 is the algorithm of the first key made and of `keys rotate`'s new keys. "
+        "Refresh tokens, read by this service alone, stay HS256.",
     )
     jwt_issuer: str = Field(
         "http://127.0.0.1:8000",
