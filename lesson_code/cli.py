@@ -1,4 +1,4 @@
-"""python -m lesson_code: make a token, look inside one, manage the users, or serve the API."""
+"""python -m lesson_code: make a token, look inside one, manage the users and keys, or serve the API."""
 
 import argparse
 import getpass
@@ -8,13 +8,13 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from jose import jws
 from jose.exceptions import JOSEError
 from sqlalchemy import Engine
 
-from lesson_code import store
+from lesson_code import keys, store
 from lesson_code.passwords import password_hash
 from lesson_code.settings import SettingsError, checked_settings
 from lesson_code.tokens import (
@@ -51,6 +51,7 @@ MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
 MAX_FULL_NAME_LENGTH = 200
 MIN_PASSWORD_LENGTH = 12  # OWASP ASVS V2.1.1
 MAX_PASSWORD_BYTES = 1024
+KEYS_EXIT_STATUS = "exit status: 0 done, 2 an unusable key folder, key file or setting (one line on standard error)"
 PASSWORD_INPUT = (
     "The password is asked twice at a prompt that does not echo it, or read from the first line of standard "
     f"input with --password-stdin (for scripts and pipes). It must be at least {MIN_PASSWORD_LENGTH} characters "
@@ -104,8 +105,8 @@ def email(text: str) -> str:
 def build_parser() -> Parser:
     parser = Parser(
         prog="python -m lesson_code",
-        description="Make and inspect the lesson's JWT access tokens (HS256, python-jose), manage the API's users, "
-        "or serve the API. The secret comes from "
+        description="Make and inspect the lesson's JWT access tokens (HS256, python-jose), manage the API's users "
+        "and signing keys, or serve the API and a resource server. The secret comes from "
         "JWT_SECRET_KEY, or else from the file JWT_SECRET_FILE names (default: .jwt_secret in the repository).",
         epilog=EXIT_STATUS,
     )
@@ -142,8 +143,64 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=port, default=8000, help="port to listen on (default: 8000)")
     serve.set_defaults(run=run_serve)
+
+    serve_resource = commands.add_parser(
+        "serve-resource",
+        help="run the resource server: it checks the API's ES256 tokens with the public keys",
+        description="Serve lesson_code.resource_server: a second API that holds no key and no database. It fetches "
+        "the public keys of the issuer (JWKS_URL, by default JWT_ISSUER/.well-known/jwks.json) and accepts the "
+        "issuer's ES256 or RS256 access tokens naming JWT_ISSUER and JWT_AUDIENCE. Start the issuer with "
+        "JWT_ALGORITHM=ES256 python -m lesson_code serve.",
+        epilog="exit status: 0 stopped (Ctrl-C), 2 an unusable setting (one line on standard error)",
+    )
+    serve_resource.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve_resource.add_argument("--port", type=port, default=8001, help="port to listen on (default: 8001)")
+    serve_resource.set_defaults(run=run_serve_resource)
     add_users_commands(commands)
+    add_keys_commands(commands)
     return parser
+
+
+def add_keys_commands(commands) -> None:
+    keys_parser = commands.add_parser(
+        "keys",
+        help="make, list and prune the ES256 or RS256 signing keys",
+        description="Manage the signing keys of JWT_ALGORITHM=ES256 or RS256, kept in the folder JWT_KEY_DIR names "
+        f"(default: {keys.KEY_DIR_NAME} next to the secret file). The newest key signs; the others stay published "
+        "at /.well-known/jwks.json and accepted until every token they signed has expired (ACCESS_TOKEN_MINUTES "
+        "after they were retired, plus a leeway), then they can be pruned. Running servers see a change within "
+        f"{keys.CHECK_EVERY_SECONDS:g} second.",
+        epilog=KEYS_EXIT_STATUS,
+    )
+    actions = keys_parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    rotate = actions.add_parser(
+        "rotate",
+        help="make a new signing key; the current one is retired, its tokens still accepted",
+        description="Make a new signing key: new tokens name it, and tokens of the previous keys are still accepted "
+        "until they expire, so nobody is logged out.",
+        epilog=KEYS_EXIT_STATUS,
+    )
+    rotate.add_argument(
+        "--algorithm",
+        choices=keys.ASYMMETRIC_ALGORITHMS,
+        help="the new key's algorithm (default: JWT_ALGORITHM when it is ES256 or RS256)",
+    )
+    rotate.set_defaults(run=run_keys_rotate)
+    listing = actions.add_parser(
+        "list",
+        help="show each key: signing, retired (since when), or prunable",
+        description="Show every key of the folder, oldest first, with its algorithm, when it was made and its state.",
+        epilog=KEYS_EXIT_STATUS,
+    )
+    listing.set_defaults(run=run_keys_list)
+    prune = actions.add_parser(
+        "prune",
+        help="delete the retired keys no valid token can name any more",
+        description="Delete the keys retired longer ago than ACCESS_TOKEN_MINUTES plus a leeway: they are no longer "
+        "published, and no token they signed can still be valid. The signing key is never deleted.",
+        epilog=KEYS_EXIT_STATUS,
+    )
+    prune.set_defaults(run=run_keys_prune)
 
 
 def add_users_commands(commands) -> None:
@@ -412,13 +469,17 @@ def run_users_add(args) -> int:
     return 0
 
 
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def user_table(users: list[store.UserPublic]) -> list[str]:
     rows = [("USERNAME", "FULL NAME", "EMAIL", "DISABLED", "SCOPES")]
     for user in users:
         disabled = "yes" if user.disabled else "no"
         rows.append((user.username, user.full_name or "-", user.email or "-", disabled, user.scopes))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return table(rows)
 
 
 def run_users_list(args) -> int:
@@ -472,13 +533,86 @@ def run_users_scopes(args) -> int:
     return 0
 
 
+def longest_token() -> timedelta:
+    return timedelta(minutes=checked_settings().access_token_minutes)
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_state(ring: keys.KeyRing, key: keys.SigningKey, now: datetime, longest: timedelta) -> str:
+    state = ring.state(key, now, longest)
+    if state is keys.KeyState.SIGNING:
+        return "signing"
+    retired = ring.retired_at(key)
+    prunable = retired + longest + timedelta(seconds=keys.LEEWAY_SECONDS)
+    if state is keys.KeyState.RETIRED:
+        return f"retired {when(retired)}, published until {when(prunable)}"
+    return f"prunable since {when(prunable)} (retired {when(retired)})"
+
+
+def run_keys_rotate(args) -> int:
+    algorithm = args.algorithm or checked_settings().jwt_algorithm
+    if algorithm not in keys.ASYMMETRIC_ALGORITHMS:
+        raise CommandLineError(
+            f"JWT_ALGORITHM is {algorithm}, which signs with the secret, not a key: give --algorithm ES256 or RS256"
+        )
+    directory, now = keys.key_dir_path(), datetime.now(timezone.utc)
+    before = keys.load_keys(directory, create=True)
+    key = keys.rotate(directory, algorithm, now)
+    say(f"New signing key {key.kid} ({algorithm}) in {directory}")
+    if before is not None:
+        until = now + longest_token() + timedelta(seconds=keys.LEEWAY_SECONDS)
+        say(f"Retired {before.signing.kid}: its tokens are accepted, and it is published, until {when(until)}")
+    return 0
+
+
+def run_keys_list(args) -> int:
+    directory, now, longest = keys.key_dir_path(), datetime.now(timezone.utc), longest_token()
+    ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
+    if ring is None:
+        say(f"No key in {directory} yet: the API makes one when it starts with JWT_ALGORITHM=ES256, or run keys rotate")
+        return 0
+    rows = [("KID", "ALG", "MADE", "STATE")]
+    rows += [(key.kid, key.algorithm, when(key.created), describe_state(ring, key, now, longest)) for key in ring.keys]
+    say(f"Keys in {directory}, oldest first:")
+    for line in table(rows):
+        say(line)
+    return 0
+
+
+def run_keys_prune(args) -> int:
+    directory = keys.key_dir_path()
+    if not (directory.exists() or directory.is_symlink()):
+        say(f"No key in {directory}: nothing to prune")
+        return 0
+    gone = keys.prune(directory, datetime.now(timezone.utc), longest_token())
+    for key in gone:
+        say(f"Deleted {key.kid} ({key.algorithm}, made {when(key.created)})")
+    if not gone:
+        say("Nothing to prune: every retired key may still have valid tokens")
+    return 0
+
+
 def run_serve(args) -> int:
     get_secret_key()
-    with open_database(checked_settings().database_url):
+    settings = checked_settings()
+    with open_database(settings.database_url):
         pass
+    if settings.jwt_algorithm in keys.ASYMMETRIC_ALGORITHMS:
+        keys.KeySource(keys.key_dir_path(), settings.jwt_algorithm).ring()
     import uvicorn
 
     uvicorn.run("lesson_code.service:app", host=args.host, port=args.port)
+    return 0
+
+
+def run_serve_resource(args) -> int:
+    checked_settings()
+    import uvicorn
+
+    uvicorn.run("lesson_code.resource_server:app", host=args.host, port=args.port)
     return 0
 
 
@@ -487,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (CommandLineError, SecretKeyError, SettingsError, store.StoreError) as error:
+    except (CommandLineError, SecretKeyError, SettingsError, store.StoreError, keys.KeyStoreError) as error:
         say(f"error: {error}", sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:

@@ -231,7 +231,8 @@ BAD_INPUT = {
     "no command": ((), "error: the following arguments are required: COMMAND (see: python -m lesson_code --help)"),
     "unknown command": (
         ("mint",),
-        f"error: argument COMMAND: invalid choice: 'mint' (choose from {choices('token', 'inspect', 'serve', 'users')})"
+        "error: argument COMMAND: invalid choice: 'mint' (choose from "
+        f"{choices('token', 'inspect', 'serve', 'serve-resource', 'users', 'keys')})"
         " (see: python -m lesson_code --help)",
     ),
     "no username": (
@@ -446,10 +447,12 @@ def test_help_reads_well_and_gives_the_exit_statuses(capsys):
     assert exit_.value.code == 0
     assert out.startswith("usage: python -m lesson_code [-h] COMMAND ...\n")
     for line in (
-        "token     print a new access token for a user",
-        "inspect   show what a token says and whether it verifies",
-        "serve     run the finished API (users, sessions, scopes) with uvicorn",
-        "users     manage users, their passwords, scopes and sessions",
+        "token         print a new access token for a user",
+        "inspect       show what a token says and whether it verifies",
+        "serve         run the finished API (users, sessions, scopes) with uvicorn",
+        "serve-resource\n                  run the resource server: it checks the API's ES256 tokens\n",
+        "users         manage users, their passwords, scopes and sessions",
+        "keys          make, list and prune the ES256 or RS256 signing keys",
     ):
         assert line in out
     assert " ".join(out.split()).endswith(
