@@ -124,7 +124,9 @@ def build_parser() -> Parser:
     inspect = commands.add_parser(
         "inspect",
         help="show what a token says and whether it verifies",
-        description="Print a token's header and payload, when it expires, and whether it verifies with the secret.",
+        description="Print a token's header and payload, when it expires, and whether the API would accept it: "
+        "checked with the secret (HS256), or with the key folder's live keys, JWT_ISSUER and JWT_AUDIENCE "
+        "(ES256, RS256).",
         epilog="exit status: 0 the token is accepted, 1 it is readable but not accepted, "
         "2 it is unreadable or the secret is unusable (one line on standard error)",
     )
@@ -333,6 +335,8 @@ def run_inspect(args) -> int:
     say(f"Payload: {json.dumps(claims, indent=2, ensure_ascii=False)}")
     for line in expiry_lines(claims):
         say(line)
+    if header.get("alg") in keys.ASYMMETRIC_ALGORITHMS:
+        return judge_with_key_folder(token, header)
     say(f"Signature: {signature_verdict(token)}")
     try:
         decode_access_token(token)
@@ -387,6 +391,31 @@ def signature_verdict(token: str) -> str:
     except (JOSEError, RecursionError) as error:
         return f"not valid with the configured secret ({str(error).rstrip('.')})"
     return f"valid ({ALGORITHM} with the configured secret)"
+
+
+def judge_with_key_folder(token: str, header: dict) -> int:
+    """The Signature and Accepted lines of an ES256 or RS256 token, checked as the API checks it: with the live keys
+    of the key folder, JWT_ISSUER and JWT_AUDIENCE."""
+    settings, directory = checked_settings(), keys.key_dir_path()
+    ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
+    now = datetime.now(timezone.utc)
+    live = {} if ring is None else {key.kid: key.public_jwk() for key in ring.live(now, longest_token())}
+    public_jwk = live.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if public_jwk is None:
+        say(f"Signature: not checked: the key folder {directory} has no live key named by this kid")
+    else:
+        try:
+            jws.verify(token, public_jwk, algorithms=[public_jwk["alg"]])
+            say(f"Signature: valid ({public_jwk['alg']} with key {public_jwk['kid']} of {directory})")
+        except (JOSEError, RecursionError) as error:
+            say(f"Signature: not valid with key {public_jwk['kid']} of {directory} ({str(error).rstrip('.')})")
+    try:
+        keys.decode_signed_token(token, live, settings.jwt_issuer, settings.jwt_audience)
+    except TokenError as error:
+        say(f"Accepted:  no, {error}")
+        return NOT_ACCEPTED
+    say("Accepted:  yes")
+    return ACCEPTED
 
 
 @contextmanager

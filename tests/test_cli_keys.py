@@ -4,7 +4,7 @@ import json
 import os
 import secrets
 import stat
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -232,3 +232,54 @@ def test_serve_checks_the_key_folder_before_starting(capsys, key_dir, tmp_path, 
         "",
         f"error: {key_dir} can be read or changed by other users (mode 0777); run: chmod 700 {key_dir}\n",
     )
+
+
+def signed_tokens(directory: Path, issuer: str = "http://127.0.0.1:8000") -> keys.SignedAccessTokens:
+    return keys.SignedAccessTokens(keys.KeySource(directory, "ES256"), issuer, "jwt-lesson-api", timedelta(minutes=15))
+
+
+def inspect_tail(capsys, token: str) -> tuple[int, list[str]]:
+    status, out, err = run(capsys, "inspect", token)
+    assert err == ""
+    return status, out.splitlines()[-2:]
+
+
+def test_inspect_checks_an_es256_token_with_the_key_folder(capsys, key_dir):
+    token = signed_tokens(key_dir).create({"sub": "alice"})
+    [kid] = kids(key_dir)
+    assert inspect_tail(capsys, token) == (
+        0,
+        [f"Signature: valid (ES256 with key {kid} of {key_dir})", "Accepted:  yes"],
+    )
+
+
+def test_inspect_refuses_an_es256_token_of_another_issuer_or_key(capsys, key_dir, tmp_path):
+    token = signed_tokens(key_dir, issuer="https://elsewhere.example").create({"sub": "alice"})
+    [kid] = kids(key_dir)
+    assert inspect_tail(capsys, token) == (
+        1,
+        [
+            f"Signature: valid (ES256 with key {kid} of {key_dir})",
+            "Accepted:  no, issuer (iss) 'https://elsewhere.example' is not 'http://127.0.0.1:8000'",
+        ],
+    )
+    stranger = signed_tokens(tmp_path / "stranger").create({"sub": "alice"})
+    assert inspect_tail(capsys, stranger) == (
+        1,
+        [
+            f"Signature: not checked: the key folder {key_dir} has no live key named by this kid",
+            "Accepted:  no, token names a key (kid) this service does not know",
+        ],
+    )
+
+
+def test_inspect_of_an_es256_token_before_any_key_exists(capsys, key_dir, tmp_path):
+    stranger = signed_tokens(tmp_path / "stranger").create({"sub": "alice"})
+    assert inspect_tail(capsys, stranger) == (
+        1,
+        [
+            f"Signature: not checked: the key folder {key_dir} has no live key named by this kid",
+            "Accepted:  no, token names a key (kid) this service does not know",
+        ],
+    )
+    assert not key_dir.exists()
