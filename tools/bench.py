@@ -13,10 +13,16 @@ Sections (--only picks some of them; the default is all):
              same handler without protection, in the same server.
   refresh    service.py: refresh throughput (grant_type=refresh_token; every request spends a refresh token that was
              never used and brings back the next one) against login throughput (password grant).
-  tokens     Encode and decode time per token: lesson_code against bare python-jose and a standard-library HMAC floor.
-The service runs on a fresh SQLite database in a temporary folder (DATABASE_URL). The protected and unprotected runs take
-turns a second at a time; every ratio is measured --repeat times, interleaved, and the table gives the best and the spread,
-with the load average and the cores other processes kept busy (on a shared machine, measure when they are few).
+  resource   resource_server.py: /profile (an ES256 token checked with the issuer's public key, fetched once from
+             its JWKS) against the same handler without protection. The issuer is service.py with JWT_ALGORITHM=ES256
+             on a fresh key directory; alice logs in there once, and the resource server is pointed at it.
+  tokens     Create and decode time per token: HS256 (lesson_code against bare python-jose and a standard-library
+             HMAC floor), then ES256 and RS256 (keys.SignedAccessTokens on a fresh key directory against bare
+             python-jose with the same key, constructed once).
+The service runs on a fresh SQLite database and key directory in a temporary folder (DATABASE_URL, JWT_KEY_DIR).
+The protected and unprotected runs take turns a second at a time; every ratio is measured --repeat times, interleaved,
+and the table gives the best and the spread, with the load average and the cores other processes kept busy (on a
+shared machine, measure when they are few). Ctrl-C (or kill) stops every server and wrk the bench started.
 """
 
 import argparse
@@ -29,6 +35,7 @@ import re
 import resource
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -38,12 +45,13 @@ import time
 import timeit
 from collections import Counter, defaultdict
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("guessing", "storm", "protection", "refresh", "tokens")
+SECTIONS = ("guessing", "storm", "protection", "refresh", "resource", "tokens")
 LOGIN_SCRIPT = """
 wrk.method = "POST"
 wrk.body = "username=alice&password=wonderland"
@@ -112,6 +120,12 @@ LIMITS_LIFTED = {
     "LOGIN_FAILURES_PER_ACCOUNT_AND_CLIENT": "1000000/hour",
 }
 APP, SERVICE = "bench_app", "bench_service"  # the modules in tools/ that serve app.py and service.py
+RESOURCE = "bench_resource"  # and resource_server.py
+UNPROTECTED = {APP: "/bench/unprotected-me", SERVICE: "/bench/unprotected-me", RESOURCE: "/bench/unprotected-profile"}
+PROTECTED = {APP: "/users/me", SERVICE: "/users/me", RESOURCE: "/profile"}
+AUDIENCE = "jwt-lesson-api"
+SIGNED_ALGORITHMS = ("ES256", "RS256")
+WRK_STARTED: list[subprocess.Popen] = []
 
 
 def free_port() -> int:
@@ -121,18 +135,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(module: str, secret: str, variant: str = "lesson", settings: dict | None = None, code: Path = ROOT):
-    """uvicorn, one worker, in its own process (service.py on a fresh SQLite file); stopped on leaving the block."""
-    port = free_port()
+def server(
+    module: str,
+    secret: str | None,
+    variant: str = "lesson",
+    settings: dict | None = None,
+    code: Path = ROOT,
+    port: int | None = None,
+):
+    """uvicorn, one worker, in its own process (service.py on a fresh SQLite file and key directory); stopped on
+    leaving the block. secret None: no JWT_SECRET_KEY at all (the resource server holds none)."""
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if name != "JWT_SECRET_KEY"},
             **(settings or {}),
-            "JWT_SECRET_KEY": secret,
             "BENCH_VARIANT": variant,
             "DATABASE_URL": f"sqlite:///{Path(folder, 'bench.db')}",
+            "JWT_KEY_DIR": str(Path(folder, "keys")),
+            "JWT_SECRET_FILE": str(Path(folder, "jwt_secret")),
             "PYTHONPATH": f"{code}{os.pathsep}{ROOT / 'tools'}",
         }
+        if secret is not None:
+            env["JWT_SECRET_KEY"] = secret
         command = [sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", str(port)]
         process = subprocess.Popen([*command, "--log-level", "warning", "--no-access-log"], env=env, cwd=folder)
         base_url = f"http://127.0.0.1:{port}"
@@ -159,7 +184,22 @@ def server(module: str, secret: str, variant: str = "lesson", settings: dict | N
 def start_wrk(url: str, seconds: int, connections: int, *extra: str, script_args: tuple = ()) -> subprocess.Popen:
     command = ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{seconds}s", *extra, url]
     command += ["--", *script_args] if script_args else []
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    WRK_STARTED.append(process)
+    return process
+
+
+@contextmanager
+def stopping_wrk():
+    """On leaving the block (an error, Ctrl-C, kill), every wrk still running is stopped."""
+    try:
+        yield
+    finally:
+        for process in WRK_STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        WRK_STARTED.clear()
 
 
 def wrk_report(process: subprocess.Popen) -> dict:
@@ -223,15 +263,15 @@ def users_me(base_url: str, token: str, seconds: int, path: str = "/users/me") -
     return start_wrk(f"{base_url}{path}", seconds, READERS, "--header", f"Authorization: Bearer {token}")
 
 
-def warm_up(base_url: str, token: str) -> None:
-    for path in ("/users/me", "/bench/unprotected-me"):
+def warm_up(base_url: str, token: str, module: str = APP) -> None:
+    for path in (PROTECTED[module], UNPROTECTED[module]):
         wrk_report(users_me(base_url, token, WARM_UP_SECONDS, path))
 
 
 def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: dict, code: Path) -> dict:
     with server(module, secret, variant, code=code) as base_url:
         token = log_in(base_url, "carol" if module == SERVICE else "alice")["access_token"]
-        warm_up(base_url, token)
+        warm_up(base_url, token, module)
         # Not in turns: logins left in flight when a slice ends would still be hashing in the next idle slice.
         idle = wrk_report(users_me(base_url, token, seconds))
         readers = users_me(base_url, token, seconds)
@@ -242,17 +282,40 @@ def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: d
     return {"ratio": storm["rps"] / idle["rps"], "idle": idle, "storm": storm, "login": login}
 
 
+def protected_against_unprotected(module: str, base_url: str, token: str, seconds: int) -> dict:
+    warm_up(base_url, token, module)
+    runs = alternating(
+        seconds,
+        protected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, PROTECTED[module])),
+        unprotected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, UNPROTECTED[module])),
+    )
+    protected, unprotected = runs["protected"], runs["unprotected"]
+    return {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
+
+
 def protection_cost(module: str, secret: str, seconds: int, code: Path) -> dict:
     with server(module, secret, code=code) as base_url:
         token = log_in(base_url)["access_token"]
-        warm_up(base_url, token)
-        runs = alternating(
-            seconds,
-            protected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS)),
-            unprotected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, "/bench/unprotected-me")),
-        )
-    protected, unprotected = runs["protected"], runs["unprotected"]
-    return {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
+        return protected_against_unprotected(module, base_url, token, seconds)
+
+
+def resource_server_cost(secret: str, seconds: int, code: Path) -> dict:
+    """resource_server.py /profile against its unprotected copy, with a token alice got from a real ES256 issuer
+    (service.py, still running meanwhile: the resource server fetches its key set once and keeps it)."""
+    issuer_port = free_port()
+    issuer = f"http://127.0.0.1:{issuer_port}"
+    shared = {"JWT_ISSUER": issuer, "JWT_AUDIENCE": AUDIENCE}
+    issuer_settings = {**shared, "JWT_ALGORITHM": "ES256"}
+    with server(SERVICE, secret, settings=issuer_settings, code=code, port=issuer_port):
+        token = log_in(issuer)["access_token"]
+        resource_settings = {**shared, "JWKS_URL": f"{issuer}/.well-known/jwks.json"}
+        with server(RESOURCE, None, settings=resource_settings, code=code) as base_url:
+            answer = httpx.get(f"{base_url}/profile", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if answer.status_code != 200:
+                raise SystemExit(
+                    f"bench: the resource server refused alice's token: {answer.status_code} {answer.text}"
+                )
+            return protected_against_unprotected(RESOURCE, base_url, token, seconds)
 
 
 def refresh_against_login(secret: str, seconds: int, scripts: dict, folder: str, code: Path) -> dict:
@@ -412,17 +475,52 @@ def token_costs(secret: str) -> list[tuple[str, float, float]]:
 
     return [
         (
-            "lesson_code (create / decode_access_token)",
+            "HS256, lesson_code (create / decode_access_token)",
             per_call(tokens.create_access_token, claims),
             per_call(tokens.decode_access_token, token),
         ),
         (
-            "bare python-jose (jwt.encode / jwt.decode)",
+            "HS256, bare python-jose (jwt.encode / jwt.decode)",
             per_call(jwt.encode, full, secret, "HS256"),
             per_call(jwt.decode, token, secret, ["HS256"]),
         ),
-        ("standard-library HMAC floor", per_call(hmac_encode), per_call(hmac_decode, token)),
+        ("HS256, standard-library HMAC floor", per_call(hmac_encode), per_call(hmac_decode, token)),
     ]
+
+
+def signed_token_costs(algorithm: str) -> list[tuple[str, float, float]]:
+    """ES256 or RS256: keys.SignedAccessTokens on a fresh key directory (iss, aud and kid checked, the key picked by
+    kid), and bare python-jose with the same key pair, constructed once, verifying iss and aud too."""
+    sys.path.insert(0, str(ROOT))
+    from jose import jwk, jwt
+
+    from lesson_code import keys
+
+    issuer = "http://127.0.0.1:8000"
+    with tempfile.TemporaryDirectory() as folder:
+        source = keys.KeySource(Path(folder, "keys"), algorithm)
+        signed = keys.SignedAccessTokens(source, issuer, AUDIENCE, timedelta(minutes=15))
+        claims = {"sub": "alice", "scope": "me"}
+        token = signed.create(claims)
+        signing = source.ring().signing
+        private_key, public_key = jwk.construct(signing.jwk, algorithm), jwk.construct(signing.public_jwk(), algorithm)
+        full, headers = jwt.get_unverified_claims(token), {"kid": signing.kid}
+
+        def bare_decode() -> dict:
+            return jwt.decode(token, public_key, algorithms=[algorithm], audience=AUDIENCE, issuer=issuer)
+
+        return [
+            (
+                f"{algorithm}, lesson_code (SignedAccessTokens.create / .decode)",
+                per_call(signed.create, claims),
+                per_call(signed.decode, token),
+            ),
+            (
+                f"{algorithm}, bare python-jose (jwt.encode / jwt.decode)",
+                per_call(jwt.encode, full, private_key, algorithm, headers),
+                per_call(bare_decode),
+            ),
+        ]
 
 
 def ensure_wrk() -> None:
@@ -505,6 +603,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.seconds < 1 or args.repeat < 1:
         parser.error("--seconds and --repeat must be at least 1")
+    if "resource" in args.only and not (args.code / "lesson_code" / "resource_server.py").is_file():
+        parser.error(f"--only resource: {args.code} holds no lesson_code/resource_server.py")
+    # kill(1) and a closing terminal end the bench as Ctrl-C does: through the finally blocks that stop its servers.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda number, frame: sys.exit(128 + number))
     ensure_wrk()
     secret = secrets.token_hex(32)
     started_load = load_average()
@@ -513,7 +617,7 @@ def main() -> int:
     runs = defaultdict(list)
     variants = ["lesson", "unlimited", "on-loop"] if args.compare else ["lesson"]
 
-    with tempfile.TemporaryDirectory() as folder:
+    with stopping_wrk(), tempfile.TemporaryDirectory() as folder:
         scripts = {"login": LOGIN_SCRIPT + STATUS_SCRIPT, "guess": GUESS_SCRIPT + STATUS_SCRIPT}
         scripts["refresh"] = REFRESH_SCRIPT
         for name, text in list(scripts.items()):
@@ -523,7 +627,7 @@ def main() -> int:
             for name, settings in [("default limits", None), ("limits lifted", LIMITS_LIFTED)]:
                 progress(f"guessing storm, {name}")
                 rows += guessing_rows(name, *guessing_storm(secret, 3 * args.seconds, scripts["guess"], settings))
-        wrk_sections = {"storm", "protection", "refresh"} & set(args.only)
+        wrk_sections = {"storm", "protection", "refresh", "resource"} & set(args.only)
         for repeat in range(1, args.repeat + 1) if wrk_sections else []:
             other_load.mark()
             if "storm" in args.only:
@@ -539,6 +643,9 @@ def main() -> int:
             if "refresh" in args.only:
                 progress(f"run {repeat}/{args.repeat}: refresh vs login, service.py")
                 runs["refresh"].append(refresh_against_login(secret, args.seconds, scripts, folder, args.code))
+            if "resource" in args.only:
+                progress(f"run {repeat}/{args.repeat}: protection cost, resource_server.py (ES256, service.py issuing)")
+                runs["resource"].append(resource_server_cost(secret, args.seconds, args.code))
             others.append(other_load.cores())
             progress(f"run {repeat}/{args.repeat} done: other processes kept {others[-1]:.2f} cores busy meanwhile")
 
@@ -556,8 +663,17 @@ def main() -> int:
         )
     if "refresh" in args.only:
         rows.append(refresh_row(runs["refresh"], args.seconds))
+    if "resource" in args.only:
+        rows.append(
+            protection_row(
+                "resource_server.py /profile, ES256 token checked with the issuer's public key",
+                runs["resource"],
+                "app.py's HS256 above",
+            )
+        )
     if "tokens" in args.only:
-        for name, encode, decode in token_costs(secret):
+        costs = token_costs(secret) + [row for algorithm in SIGNED_ALGORITHMS for row in signed_token_costs(algorithm)]
+        for name, encode, decode in costs:
             rows.append((f"per token, {name}", f"create {encode:.1f} us, decode {decode:.1f} us", "best of 5"))
 
     python = sys.version.split()[0]
@@ -576,4 +692,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted; the servers and wrk it started are stopped", file=sys.stderr)
+        sys.exit(130)
