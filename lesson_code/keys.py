@@ -17,13 +17,19 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from threading import Lock
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -280,6 +286,24 @@ def prune(directory: Path, now: datetime, longest_token: timedelta) -> list[Sign
     return gone
 
 
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the key folder's lock file (.lock) while in the block, where the system has flock (not on Windows)."""
+    if fcntl is None:
+        yield
+        return
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(directory / ".lock", flags, 0o600)
+    except OSError as error:
+        raise _refuse(directory / ".lock", f"cannot be opened ({error.strerror}); delete it") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 class KeySource:
     """The issuer's key ring, looked at again when CHECK_EVERY_SECONDS have passed: a rotation made by `python -m
     lesson_code keys rotate` reaches every worker within about a second, without a restart. A first key, of
@@ -311,7 +335,9 @@ class KeySource:
         if names != self._names:  # files are never changed, only added and removed: their names say it all
             ring = load_keys(self.directory)
             if ring is None:
-                rotate(self.directory, self.algorithm, datetime.now(timezone.utc))
+                with _locked(self.directory):  # two workers starting together make one first key, not two
+                    if load_keys(self.directory) is None:
+                        rotate(self.directory, self.algorithm, datetime.now(timezone.utc))
                 names, ring = _key_file_names(self.directory), load_keys(self.directory)
             self._names, self._ring = names, ring
         self._checked = time.monotonic()

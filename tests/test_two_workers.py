@@ -3,9 +3,12 @@ stops the start with one line."""
 
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import jwt
+import pytest
 from forge import ALICE
 
 from lesson_code import store
@@ -15,6 +18,7 @@ from tests.utils.uvicorn_process import child_environment, free_port, served_by,
 APP = "lesson_code.service:app"
 ROUNDS = 20
 READERS = 40
+ROTATION_SECONDS = 15  # each worker looks at the key folder every second: this leaves room for a slow machine
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
 
 
@@ -90,3 +94,46 @@ def test_a_database_that_cannot_be_used_stops_uvicorn_with_one_line(db: Database
     assert "Traceback" not in result.stderr
     assert lines[-2].startswith("ERROR:    ") and db.unavailable_message(lines[-2].removeprefix("ERROR:    ")), lines
     assert lines[-1] == "ERROR:    Application startup failed. Exiting."
+
+
+def kid_of(tokens: dict) -> str:
+    return jwt.get_unverified_header(tokens["access_token"])["kid"]
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_every_worker_signs_with_a_rotated_key_within_seconds_and_still_accepts_the_old_one(db: Database, tmp_path):
+    key_dir = tmp_path / "keys"
+    env = child_environment(
+        DATABASE_URL=db.url, JWT_ALGORITHM="ES256", JWT_KEY_DIR=str(key_dir), MAX_SESSIONS_PER_USER="1000"
+    )
+    with uvicorn_process(APP, env, tmp_path, workers=2) as base_url:
+        before = log_in(base_url)
+        [first_kid] = [path.stem for path in key_dir.glob("*.json")]
+        assert kid_of(before) == first_kid
+        rotation = subprocess.run(
+            [sys.executable, "-m", "lesson_code", "keys", "rotate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert rotation.returncode == 0, rotation.stderr
+        second_kid = rotation.stdout.split()[3]
+        assert sorted(path.stem for path in key_dir.glob("*.json")) == sorted([first_kid, second_kid])
+
+        logins_before = len(served_by(tmp_path / "access.log"))
+        deadline, streak = time.monotonic() + ROTATION_SECONDS, []
+        while len(streak) < ROUNDS:
+            assert time.monotonic() < deadline, "a worker still signs with the retired key"
+            tokens = log_in(base_url)
+            streak = streak + [tokens] if kid_of(tokens) == second_kid else []
+        answered = {
+            pid for pid, request in served_by(tmp_path / "access.log")[logins_before:] if request == "POST /token"
+        }
+        assert len(answered) == 2, "both workers logged someone in after the rotation"
+
+        with ThreadPoolExecutor(8) as pool:
+            old = list(pool.map(lambda _: fresh("GET", f"{base_url}/users/me", headers=bearer(before)), range(READERS)))
+            sets = list(pool.map(lambda _: fresh("GET", f"{base_url}/.well-known/jwks.json"), range(READERS)))
+        assert [(response.status_code, response.json()) for response in old] == [(200, ALICE)] * READERS
+        assert {tuple(key["kid"] for key in response.json()["keys"]) for response in sets} == {(first_kid, second_kid)}
