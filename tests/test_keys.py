@@ -1,6 +1,7 @@
 """lesson_code/keys.py without a server: thumbprints, the key directory and its files, rotation and pruning, the
 KeySource that workers share, and decode_signed_token against every way a signed token can be wrong."""
 
+import importlib.util
 import json
 import os
 import stat
@@ -39,6 +40,7 @@ RFC_7638_KEY = {
 }
 RFC_7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 NOT_A_KEY_FILE = "is not a key file made by this code ({}); move it away"
+HAS_FLOCK = importlib.util.find_spec("fcntl") is not None
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,10 @@ def store_error(action) -> str:
     with pytest.raises(KeyStoreError) as caught:
         action()
     return str(caught.value)
+
+
+def key_file_names(directory: Path) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
 
 
 def mode_of(path: Path) -> int:
@@ -453,13 +459,27 @@ def test_a_key_source_makes_a_first_key_on_first_use(key_dir):
     assert not key_dir.exists()
     ring = source.ring()
     assert [key.kid for key in ring.keys] == [ring.signing.kid]
-    assert (ring.signing.algorithm, mode_of(key_dir), os.listdir(key_dir)) == (
+    assert (ring.signing.algorithm, mode_of(key_dir), key_file_names(key_dir)) == (
         "ES256",
         0o700,
         [f"{ring.signing.kid}.json"],
     )
     assert mode_of(key_file(key_dir, ring.signing)) == 0o600
+    if HAS_FLOCK:  # the lock two workers starting together take, so that they make one first key, not two
+        assert sorted(os.listdir(key_dir)) == [".lock", f"{ring.signing.kid}.json"]
+        assert mode_of(key_dir / ".lock") == 0o600
     assert KeySource(key_dir, "ES256").ring().signing.kid == ring.signing.kid  # a second worker uses that key
+
+
+@pytest.mark.skipif(not HAS_FLOCK, reason="the key folder is locked with flock, which this system lacks")
+def test_a_key_source_refuses_a_lock_file_that_is_a_symbolic_link(key_dir, tmp_path):
+    keys.open_key_dir(key_dir)
+    (key_dir / ".lock").symlink_to(tmp_path / "elsewhere")
+    assert store_error(KeySource(key_dir, "ES256").ring) == (
+        f"{key_dir / '.lock'} cannot be opened (Too many levels of symbolic links); delete it"
+    )
+    assert not (tmp_path / "elsewhere").exists()
+    assert key_file_names(key_dir) == []
 
 
 def test_a_key_source_refuses_an_algorithm_without_a_key_pair(key_dir):
