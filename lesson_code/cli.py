@@ -178,8 +178,9 @@ def add_keys_commands(commands) -> None:
     rotate = actions.add_parser(
         "rotate",
         help="make a new signing key; the current one is retired, its tokens still accepted",
-        description="Make a new signing key: new tokens name it, and tokens of the previous keys are still accepted "
-        "until they expire, so nobody is logged out.",
+        description="Make a new signing key. It is published at once and signs "
+        f"{keys.PUBLISH_AHEAD_SECONDS} seconds later, when every verifier can have fetched it; then new tokens name "
+        "it, and tokens of the previous keys are still accepted until they expire, so nobody is logged out.",
         epilog=KEYS_EXIT_STATUS,
     )
     rotate.add_argument(
@@ -190,7 +191,7 @@ def add_keys_commands(commands) -> None:
     rotate.set_defaults(run=run_keys_rotate)
     listing = actions.add_parser(
         "list",
-        help="show each key: signing, retired (since when), or prunable",
+        help="show each key: published, signing, retired (since when), or prunable",
         description="Show every key of the folder, oldest first, with its algorithm, when it was made and its state.",
         epilog=KEYS_EXIT_STATUS,
     )
@@ -574,6 +575,8 @@ def describe_state(ring: keys.KeyRing, key: keys.SigningKey, now: datetime, long
     state = ring.state(key, now, longest)
     if state is keys.KeyState.SIGNING:
         return "signing"
+    if state is keys.KeyState.PUBLISHED:
+        return f"published, signs from {when(ring.signs_from(key))}"
     retired = ring.retired_at(key)
     prunable = retired + longest + timedelta(seconds=keys.LEEWAY_SECONDS)
     if state is keys.KeyState.RETIRED:
@@ -590,10 +593,17 @@ def run_keys_rotate(args) -> int:
     directory, now = keys.key_dir_path(), datetime.now(timezone.utc)
     before = keys.load_keys(directory, create=True)
     key = keys.rotate(directory, algorithm, now)
-    say(f"New signing key {key.kid} ({algorithm}) in {directory}")
-    if before is not None:
-        until = now + longest_token() + timedelta(seconds=keys.LEEWAY_SECONDS)
-        say(f"Retired {before.signing.kid}: its tokens are accepted, and it is published, until {when(until)}")
+    if before is None:
+        say(f"New signing key {key.kid} ({algorithm}) in {directory}")
+        return 0
+    ring = keys.load_keys(directory)
+    starts = ring.signs_from(key)
+    until = starts + longest_token() + timedelta(seconds=keys.LEEWAY_SECONDS)
+    say(f"New key {key.kid} ({algorithm}) in {directory}: published now, signs from {when(starts)}")
+    say(
+        f"Then {before.signing_key(starts).kid} is retired: its tokens are accepted, and it is published, until "
+        f"{when(until)}"
+    )
     return 0
 
 
@@ -638,7 +648,9 @@ def run_serve(args) -> int:
 
 
 def run_serve_resource(args) -> int:
-    checked_settings()
+    from lesson_code.resource_server import check_jwks_url
+
+    check_jwks_url(checked_settings().jwks_location)
     import uvicorn
 
     uvicorn.run("lesson_code.resource_server:app", host=args.host, port=args.port)

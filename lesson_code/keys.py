@@ -1,12 +1,13 @@
 """Asymmetric signing keys (ES256, or RS256) kept in a directory, published as a JWK Set, rotated by kid.
 
-The issuer signs with its newest key; every key it made stays published and accepted until every token it signed has
-expired. A verifier picks the one key a token's kid names (python-jose, given a whole key set, would try them all).
+A new key is published at once and signs a few seconds later, when every verifier can have fetched it; the key it
+replaces stays published and accepted until every token it signed has expired. A verifier picks the one key a
+token's kid names (python-jose, given a whole key set, would try them all).
 
 Key files: <kid>.json in the key directory (JWT_KEY_DIR, by default .jwt_keys next to the secret file), each
 {"created": ISO time, "key": a private JWK}; the directory is 0700, each file 0600 and written by atomic rename.
 A key's kid is its RFC 7638 thumbprint, so a file's name says which key it holds. Files are never changed: a key is
-retired when a newer one is made, and removed by prune() once no token it signed can still be valid.
+retired when the next one starts signing, and removed by prune() once no token it signed can still be valid.
 """
 
 import base64
@@ -59,7 +60,10 @@ PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "RSA": ("kty", "n", "e")}
 KEY_TYPES = {"ES256": "EC", "RS256": "RSA"}
 MAX_KEY_FILE_BYTES = 16 * 1024
 CHECK_EVERY_SECONDS = 1.0  # how often a running server looks for a rotated key: one listdir() of a small folder
-JWKS_MAX_AGE_SECONDS = 300  # Cache-Control of the published key set: a new key is published before it signs
+# A new key signs this long after it is made: every worker publishes it within CHECK_EVERY_SECONDS, and a verifier
+# meeting an unknown kid may refetch the key set only every JWKS_REFETCH_SECONDS (5 s by default).
+PUBLISH_AHEAD_SECONDS = 10
+JWKS_MAX_AGE_SECONDS = 300  # Cache-Control of the published key set; a verifier refetches it for an unknown kid
 
 
 class KeyStoreError(RuntimeError):
@@ -67,6 +71,7 @@ class KeyStoreError(RuntimeError):
 
 
 class KeyState(str, Enum):
+    PUBLISHED = "published"
     SIGNING = "signing"
     RETIRED = "retired"
     PRUNABLE = "prunable"
@@ -118,30 +123,43 @@ def new_key(algorithm: str, now: datetime) -> SigningKey:
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The keys of a directory, oldest first: the newest signs, the others are retired when the next one was made."""
+    """The keys of a directory, oldest first. A new key is published at once and signs PUBLISH_AHEAD_SECONDS later,
+    so that every verifier can have fetched it before it meets a token naming it; the key it replaces is retired
+    then, and stays published until every token it signed has expired."""
 
     keys: tuple[SigningKey, ...]
 
+    def signs_from(self, key: SigningKey) -> datetime:
+        """When key starts signing: the first key at once, every later one PUBLISH_AHEAD_SECONDS after it was made."""
+        return key.created if key is self.keys[0] else key.created + timedelta(seconds=PUBLISH_AHEAD_SECONDS)
+
+    def signing_key(self, now: datetime) -> SigningKey:
+        """The newest key that has started signing by now."""
+        started = [key for key in self.keys if self.signs_from(key) <= now]
+        return started[-1] if started else self.keys[0]
+
     @property
     def signing(self) -> SigningKey:
-        return self.keys[-1]
+        """The key signing at this moment."""
+        return self.signing_key(datetime.now(timezone.utc))
 
     def retired_at(self, key: SigningKey) -> datetime | None:
-        """When key stopped signing (the next key's creation), or None for the signing key."""
+        """When key stops (or stopped) signing: when the next key starts; None for the newest key."""
         index = self.keys.index(key)
-        return None if index == len(self.keys) - 1 else self.keys[index + 1].created
+        return None if index == len(self.keys) - 1 else self.signs_from(self.keys[index + 1])
 
     def state(self, key: SigningKey, now: datetime, longest_token: timedelta) -> KeyState:
-        """Signing; retired (still published, its tokens still accepted); or prunable (no token of it can be valid)."""
-        retired = self.retired_at(key)
-        if retired is None:
+        """Published (signs soon), signing, retired (its tokens still accepted), or prunable (none can be valid)."""
+        if key is self.signing_key(now):
             return KeyState.SIGNING
-        if now >= retired + longest_token + timedelta(seconds=LEEWAY_SECONDS):
+        if now < self.signs_from(key):
+            return KeyState.PUBLISHED
+        if now >= self.retired_at(key) + longest_token + timedelta(seconds=LEEWAY_SECONDS):
             return KeyState.PRUNABLE
         return KeyState.RETIRED
 
     def live(self, now: datetime, longest_token: timedelta) -> list[SigningKey]:
-        """The keys whose tokens may still be valid: the ones to publish and accept."""
+        """The keys to publish and accept: all but the prunable ones."""
         return [key for key in self.keys if self.state(key, now, longest_token) is not KeyState.PRUNABLE]
 
     def jwks(self, now: datetime, longest_token: timedelta) -> dict:
@@ -269,7 +287,7 @@ def write_key(directory: Path, key: SigningKey) -> Path:
 
 
 def rotate(directory: Path, algorithm: str, now: datetime) -> SigningKey:
-    """Make a new signing key; the previous one is retired from now on and stays published until prunable."""
+    """Make a new key: published at once, signing PUBLISH_AHEAD_SECONDS later (at once if it is the first one)."""
     key = new_key(algorithm, now)
     write_key(directory, key)
     return key
@@ -448,8 +466,8 @@ class SignedAccessTokens:
         self.source, self.issuer, self.audience, self.longest_token = source, issuer, audience, longest_token
 
     def create(self, data: dict, expires_delta: timedelta | None = None) -> str:
-        key = self.source.ring().signing
         now = datetime.now(timezone.utc)
+        key = self.source.ring().signing_key(now)
         claims = {
             **data,
             "iss": self.issuer,

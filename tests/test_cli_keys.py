@@ -89,23 +89,29 @@ def test_rotate_makes_a_private_folder_and_file_named_by_the_kid(capsys, key_dir
     assert (document["key"]["kty"], document["key"]["crv"], document["key"]["alg"]) == ("EC", "P-256", "ES256")
 
 
-def test_a_second_rotation_retires_the_first_key_for_the_token_lifetime_and_leeway(capsys, key_dir, clock):
+def test_a_second_rotation_publishes_the_new_key_before_it_signs_then_retires_the_first(capsys, key_dir, clock):
     run(capsys, "keys", "rotate")
     clock.moment = ROTATED
     status, out, err = run(capsys, "keys", "rotate")
     first, second = kids(key_dir)
     assert (status, err) == (0, "")
     assert out.splitlines() == [
-        f"New signing key {second} (ES256) in {key_dir}",
-        f"Retired {first}: its tokens are accepted, and it is published, until 2026-11-29 09:45:30 UTC",
+        f"New key {second} (ES256) in {key_dir}: published now, signs from 2026-11-29 09:30:10 UTC",
+        f"Then {first} is retired: its tokens are accepted, and it is published, until 2026-11-29 09:45:40 UTC",
     ]
     status, out, err = run(capsys, "keys", "list")
     assert (status, err) == (0, "")
     assert out.splitlines() == [
         f"Keys in {key_dir}, oldest first:",
         "KID                                          ALG    MADE                     STATE",
-        f"{first}  ES256  2026-11-29 09:00:00 UTC  retired 2026-11-29 09:30:00 UTC, published until 2026-11-29 "
-        "09:45:30 UTC",
+        f"{first}  ES256  2026-11-29 09:00:00 UTC  signing",
+        f"{second}  ES256  2026-11-29 09:30:00 UTC  published, signs from 2026-11-29 09:30:10 UTC",
+    ]
+    clock.moment = datetime(2026, 11, 29, 9, 30, 10, tzinfo=timezone.utc)
+    status, out, err = run(capsys, "keys", "list")
+    assert out.splitlines()[2:] == [
+        f"{first}  ES256  2026-11-29 09:00:00 UTC  retired 2026-11-29 09:30:10 UTC, published until 2026-11-29 "
+        "09:45:40 UTC",
         f"{second}  ES256  2026-11-29 09:30:00 UTC  signing",
     ]
 
@@ -115,14 +121,14 @@ def test_prune_deletes_a_retired_key_only_once_its_tokens_can_have_expired(capsy
     clock.moment = ROTATED
     run(capsys, "keys", "rotate")
     first, second = kids(key_dir)
-    clock.moment = datetime(2026, 11, 29, 9, 45, 29, tzinfo=timezone.utc)
+    clock.moment = datetime(2026, 11, 29, 9, 45, 39, tzinfo=timezone.utc)
     assert run(capsys, "keys", "prune") == (0, "Nothing to prune: every retired key may still have valid tokens\n", "")
     assert kids(key_dir) == [first, second]
-    clock.moment = datetime(2026, 11, 29, 9, 45, 30, tzinfo=timezone.utc)
+    clock.moment = datetime(2026, 11, 29, 9, 45, 40, tzinfo=timezone.utc)
     status, out, err = run(capsys, "keys", "list")
     assert out.splitlines()[2] == (
-        f"{first}  ES256  2026-11-29 09:00:00 UTC  prunable since 2026-11-29 09:45:30 UTC (retired 2026-11-29 "
-        "09:30:00 UTC)"
+        f"{first}  ES256  2026-11-29 09:00:00 UTC  prunable since 2026-11-29 09:45:40 UTC (retired 2026-11-29 "
+        "09:30:10 UTC)"
     )
     assert run(capsys, "keys", "prune") == (0, f"Deleted {first} (ES256, made 2026-11-29 09:00:00 UTC)\n", "")
     assert kids(key_dir) == [second]
@@ -137,7 +143,7 @@ def test_the_retention_follows_access_token_minutes(capsys, key_dir, clock, monk
     run(capsys, "keys", "rotate")
     clock.moment = ROTATED
     status, out, err = run(capsys, "keys", "rotate")
-    assert out.splitlines()[1].endswith("it is published, until 2026-11-29 10:30:30 UTC")
+    assert out.splitlines()[1].endswith("it is published, until 2026-11-29 10:30:40 UTC")
 
 
 def test_rotate_to_rs256_and_the_newest_key_signs_whatever_its_algorithm(capsys, key_dir, clock):
@@ -146,10 +152,14 @@ def test_rotate_to_rs256_and_the_newest_key_signs_whatever_its_algorithm(capsys,
     status, out, err = run(capsys, "keys", "rotate", "--algorithm", "RS256")
     assert status == 0
     ring = keys.load_keys(key_dir)
+    first, second = ring.keys
     assert [key.algorithm for key in ring.keys] == ["ES256", "RS256"]
-    assert out.splitlines()[0] == f"New signing key {ring.signing.kid} (RS256) in {key_dir}"
-    assert keys.KeySource(key_dir, "ES256").ring().signing.kid == ring.signing.kid
-    assert kids(key_dir) == [key.kid for key in ring.keys]
+    assert out.splitlines()[0] == (
+        f"New key {second.kid} (RS256) in {key_dir}: published now, signs from 2026-11-29 09:30:10 UTC"
+    )
+    later = datetime(2026, 11, 29, 9, 30, 10, tzinfo=timezone.utc)
+    assert ring.signing_key(ROTATED) is first
+    assert ring.signing_key(later) is second
 
 
 def test_rotate_under_hs256_needs_an_algorithm(capsys, key_dir, monkeypatch):

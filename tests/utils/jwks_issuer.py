@@ -37,8 +37,9 @@ class JwksIssuer:
     def token(self, sub: str = "alice", scope: str = "me", expires_delta: timedelta | None = None) -> str:
         return self.tokens.create({"sub": sub, "scope": scope}, expires_delta)
 
-    def rotate(self) -> keys.SigningKey:
-        return keys.rotate(self.directory, "ES256", datetime.now(timezone.utc))
+    def rotate(self, ago: timedelta = timedelta(0)) -> keys.SigningKey:
+        """A new key, made ago: it signs once keys.PUBLISH_AHEAD_SECONDS have passed since."""
+        return keys.rotate(self.directory, "ES256", datetime.now(timezone.utc) - ago)
 
     def signing_key(self) -> keys.SigningKey:
         return self.source.ring().signing
