@@ -293,3 +293,14 @@ def test_inspect_of_an_es256_token_before_any_key_exists(capsys, key_dir, tmp_pa
         ],
     )
     assert not key_dir.exists()
+
+
+def test_serve_resource_refuses_keys_fetched_over_plain_http_from_afar(capsys, monkeypatch):
+    monkeypatch.setenv("JWT_ISSUER", "http://issuer.example")
+    get_settings.cache_clear()
+    assert run(capsys, "serve-resource") == (
+        2,
+        "",
+        "error: JWKS_URL is not a valid setting: 'http://issuer.example/.well-known/jwks.json' must be https:// (or "
+        "http:// to this machine)\n",
+    )
