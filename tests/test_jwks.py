@@ -277,7 +277,8 @@ def test_pyjwkclient_verifies_our_tokens_and_we_accept_pyjwts_made_with_our_key(
 # A rotation played out
 
 
-def test_a_rotation_logs_no_one_out_and_new_tokens_name_the_new_key(es256_service, key_dir):
+def test_a_rotation_publishes_the_new_key_before_it_signs_and_logs_no_one_out(es256_service, key_dir, monkeypatch):
+    monkeypatch.setattr(keys, "PUBLISH_AHEAD_SECONDS", 3600)  # however slow this machine, the new key waits
     before = login(es256_service)
     old_kid = kid_of(before["access_token"])
     new_key = keys.rotate(key_dir, "ES256", datetime.now(timezone.utc))  # what `keys rotate` does
@@ -286,7 +287,10 @@ def test_a_rotation_logs_no_one_out_and_new_tokens_name_the_new_key(es256_servic
     assert [key["kid"] for key in jwks["keys"]] == [old_kid, new_key.kid]
     assert jwks["keys"][1] == new_key.public_jwk()
     assert_public_only(jwks)
+    assert kid_of(login(es256_service)["access_token"]) == old_kid  # published, not signing yet
 
+    # It signs PUBLISH_AHEAD_SECONDS (10) after it was made: rather than wait that long, the test makes it now.
+    monkeypatch.setattr(keys, "PUBLISH_AHEAD_SECONDS", 0)
     response = me(es256_service, before["access_token"])
     assert (response.status_code, response.json()) == (200, ALICE)
     after = login(es256_service)
@@ -304,10 +308,10 @@ def test_a_retired_key_leaves_the_jwks_once_no_token_of_it_can_be_valid(start_se
     client = start_service(jwt_algorithm="ES256", jwt_key_dir=key_dir)
     old_token = login(client)["access_token"]
     assert kid_of(old_token) == first.kid
-    # A rotation dated as made longer ago than a token's lifetime and the leeway: the first key is prunable at once,
-    # which saves waiting 15 minutes and 30 seconds for what the unit tests check at the exact boundary.
-    retired_at = now - LONGEST - timedelta(seconds=keys.LEEWAY_SECONDS + 1)
-    second = keys.rotate(key_dir, "ES256", retired_at)
+    # A rotation dated as signing for longer than a token's lifetime and the leeway: the first key is prunable at
+    # once, which saves waiting 15 minutes and 40 seconds for what the unit tests check at the exact boundary.
+    made = now - LONGEST - timedelta(seconds=keys.LEEWAY_SECONDS + keys.PUBLISH_AHEAD_SECONDS + 1)
+    second = keys.rotate(key_dir, "ES256", made)
 
     jwks = jwks_once_it_holds(client, [second.kid])
     assert jwks == {"keys": [second.public_jwk()]}

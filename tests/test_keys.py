@@ -26,6 +26,7 @@ MADE = datetime(2026, 11, 29, 9, 0, 0, tzinfo=timezone.utc)
 LONGEST = timedelta(minutes=15)
 LEEWAY = timedelta(seconds=LEEWAY_SECONDS)
 MICROSECOND = timedelta(microseconds=1)
+AHEAD = timedelta(seconds=keys.PUBLISH_AHEAD_SECONDS)  # a new key is published this long before it signs
 CLAIMS = {"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": FAR_FUTURE}
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 # RFC 7638 section 3.1: the example RSA key (RFC 7517 appendix A.1) and its SHA-256 thumbprint.
@@ -368,38 +369,50 @@ def ring_of(*created: datetime) -> KeyRing:
     return KeyRing(tuple(sorted(made, key=lambda key: (key.created, key.kid))))
 
 
-def test_rotation_orders_the_ring_oldest_first_and_the_newest_signs(key_dir):
+def test_rotation_orders_the_ring_oldest_first_and_each_new_key_signs_once_published_long_enough(key_dir):
     first = keys.rotate(key_dir, "ES256", MADE)
     third = keys.rotate(key_dir, "ES256", MADE + timedelta(hours=2))
     second = keys.rotate(key_dir, "RS256", MADE + timedelta(hours=1))  # written last, made in between
     ring = keys.load_keys(key_dir)
     assert [key.kid for key in ring.keys] == [first.kid, second.kid, third.kid]
-    assert ring.signing.kid == third.kid
+    assert [ring.signs_from(key) for key in ring.keys] == [
+        MADE,  # the first key signs at once: no verifier can hold an older key set
+        MADE + timedelta(hours=1) + AHEAD,
+        MADE + timedelta(hours=2) + AHEAD,
+    ]
     assert [ring.retired_at(key) for key in ring.keys] == [
-        MADE + timedelta(hours=1),
-        MADE + timedelta(hours=2),
+        MADE + timedelta(hours=1) + AHEAD,
+        MADE + timedelta(hours=2) + AHEAD,
         None,
+    ]
+    third_signs = MADE + timedelta(hours=2) + AHEAD
+    moments = (MADE, MADE + timedelta(hours=1), MADE + timedelta(hours=2), third_signs - MICROSECOND, third_signs)
+    assert [ring.signing_key(moment).kid for moment in moments] == [
+        first.kid,
+        first.kid,
+        second.kid,
+        second.kid,
+        third.kid,
     ]
 
 
-def test_a_retired_key_turns_prunable_exactly_when_its_last_token_and_the_leeway_are_over():
+def test_key_states_change_exactly_at_their_boundaries():
     ring = ring_of(MADE, MADE + timedelta(hours=1))
     old, new = ring.keys
-    retired = MADE + timedelta(hours=1)
-    boundary = retired + LONGEST + LEEWAY
-    states = {
-        moment: (ring.state(old, moment, LONGEST), ring.state(new, moment, LONGEST))
-        for moment in (MADE, retired - MICROSECOND, retired, boundary - MICROSECOND, boundary, boundary + LONGEST)
-    }
+    made = MADE + timedelta(hours=1)
+    retired = made + AHEAD  # when the new key starts signing
+    boundary = retired + LONGEST + LEEWAY  # when no token the old key signed can be valid any more
+    moments = (made, retired - MICROSECOND, retired, boundary - MICROSECOND, boundary, boundary + LONGEST)
+    states = {moment: (ring.state(old, moment, LONGEST), ring.state(new, moment, LONGEST)) for moment in moments}
     assert states == {
-        MADE: (KeyState.RETIRED, KeyState.SIGNING),
-        retired - MICROSECOND: (KeyState.RETIRED, KeyState.SIGNING),
+        made: (KeyState.SIGNING, KeyState.PUBLISHED),
+        retired - MICROSECOND: (KeyState.SIGNING, KeyState.PUBLISHED),
         retired: (KeyState.RETIRED, KeyState.SIGNING),
         boundary - MICROSECOND: (KeyState.RETIRED, KeyState.SIGNING),
         boundary: (KeyState.PRUNABLE, KeyState.SIGNING),
         boundary + LONGEST: (KeyState.PRUNABLE, KeyState.SIGNING),
     }
-    assert [state.value for state in KeyState] == ["signing", "retired", "prunable"]
+    assert [state.value for state in KeyState] == ["published", "signing", "retired", "prunable"]
 
 
 def test_the_signing_key_is_never_prunable_however_old():
@@ -408,10 +421,12 @@ def test_the_signing_key_is_never_prunable_however_old():
     assert ring.live(MADE + timedelta(days=3650), LONGEST) == [ring.signing]
 
 
-def test_live_keys_and_the_jwks_leave_out_the_prunable_ones():
+def test_live_keys_and_the_jwks_hold_a_new_key_at_once_and_leave_out_the_prunable_ones():
     ring = ring_of(MADE, MADE + timedelta(hours=1), MADE + timedelta(hours=2))
     oldest, middle, newest = ring.keys
-    now = MADE + timedelta(hours=2) + LONGEST  # oldest retired 1 h 15 min ago, middle just LONGEST ago
+    just_made = MADE + timedelta(hours=2)  # newest published, not signing yet; oldest retired 1 h ago
+    assert ring.jwks(just_made, LONGEST) == {"keys": [middle.public_jwk(), newest.public_jwk()]}
+    now = just_made + AHEAD + LONGEST  # oldest retired 1 h 15 min ago, middle just LONGEST ago
     assert [key.kid for key in ring.live(now, LONGEST)] == [middle.kid, newest.kid]
     assert ring.jwks(now, LONGEST) == {"keys": [middle.public_jwk(), newest.public_jwk()]}
     later = now + LEEWAY
@@ -424,7 +439,7 @@ def test_prune_deletes_exactly_the_prunable_keys(key_dir):
     oldest = keys.rotate(key_dir, "ES256", MADE)
     middle = keys.rotate(key_dir, "ES256", MADE + timedelta(hours=1))
     newest = keys.rotate(key_dir, "ES256", MADE + timedelta(hours=2))
-    boundary_of_middle = MADE + timedelta(hours=2) + LONGEST + LEEWAY
+    boundary_of_middle = MADE + timedelta(hours=2) + AHEAD + LONGEST + LEEWAY
     assert [key.kid for key in keys.prune(key_dir, boundary_of_middle - MICROSECOND, LONGEST)] == [oldest.kid]
     assert sorted(os.listdir(key_dir)) == sorted(f"{key.kid}.json" for key in (middle, newest))
     gone = keys.prune(key_dir, boundary_of_middle, LONGEST)
@@ -439,7 +454,7 @@ def test_prune_deletes_nothing_before_any_key_is_prunable_nor_in_an_empty_direct
     assert keys.prune(key_dir, MADE, LONGEST) == []
     first = keys.rotate(key_dir, "ES256", MADE)
     second = keys.rotate(key_dir, "ES256", MADE + timedelta(minutes=1))
-    assert keys.prune(key_dir, MADE + timedelta(minutes=1) + LONGEST, LONGEST) == []
+    assert keys.prune(key_dir, MADE + timedelta(minutes=1) + AHEAD + LONGEST + LEEWAY - MICROSECOND, LONGEST) == []
     assert sorted(os.listdir(key_dir)) == sorted(f"{key.kid}.json" for key in (first, second))
 
 
@@ -498,11 +513,14 @@ def test_a_key_source_serves_its_cached_ring_between_checks_then_picks_up_a_rota
 
     rotated = keys.rotate(key_dir, "ES256", datetime.now(timezone.utc))  # `keys rotate`, or another worker
     clock.seconds += 0.999
-    assert worker.ring().signing.kid == first.kid  # cached: the directory is not even listed
+    assert [key.kid for key in worker.ring().keys] == [first.kid]  # cached: the directory is not even listed
     clock.seconds += 0.001
     ring = worker.ring()
     assert [key.kid for key in ring.keys] == [first.kid, rotated.kid]
-    assert ring.signing.kid == rotated.kid
+    assert (ring.signing_key(rotated.created).kid, ring.signing_key(rotated.created + AHEAD).kid) == (
+        first.kid,
+        rotated.kid,
+    )
     assert len(loads) == 1
     clock.seconds += 5
     assert worker.ring() is ring  # nothing changed on disk: the names say so, no file is read again
@@ -513,15 +531,20 @@ def test_a_key_source_that_checks_every_time_sees_another_workers_first_key(key_
     one, other = KeySource(key_dir, "ES256", check_every=0), KeySource(key_dir, "ES256", check_every=0)
     made = one.ring().signing
     assert other.ring().signing.kid == made.kid
-    rotated = keys.rotate(key_dir, "ES256", datetime.now(timezone.utc))
-    assert (one.ring().signing.kid, other.ring().signing.kid) == (rotated.kid, rotated.kid)
-    keys.prune(key_dir, datetime.now(timezone.utc) + timedelta(days=1), LONGEST)
+    now = datetime.now(timezone.utc)
+    rotated = keys.rotate(key_dir, "ES256", now)
+    for worker in (one, other):
+        ring = worker.ring()
+        assert [key.kid for key in ring.keys] == [made.kid, rotated.kid]
+        assert (ring.signing_key(now).kid, ring.signing_key(now + AHEAD).kid) == (made.kid, rotated.kid)
+    keys.prune(key_dir, now + timedelta(days=1), LONGEST)
     assert [key.kid for key in one.ring().keys] == [rotated.kid]
 
 
 def test_a_key_source_keeps_the_newest_key_signing_whatever_its_algorithm(key_dir):
-    keys.rotate(key_dir, "ES256", MADE)
-    rs_key = keys.rotate(key_dir, "RS256", MADE + timedelta(minutes=1))
+    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    keys.rotate(key_dir, "ES256", an_hour_ago)
+    rs_key = keys.rotate(key_dir, "RS256", an_hour_ago + timedelta(minutes=1))
     source = KeySource(key_dir, "ES256", check_every=0)
     assert source.ring().signing.kid == rs_key.kid
     assert len(os.listdir(key_dir)) == 2
