@@ -466,15 +466,12 @@ class SignedAccessTokens:
         self.source, self.issuer, self.audience, self.longest_token = source, issuer, audience, longest_token
 
     def create(self, data: dict, expires_delta: timedelta | None = None) -> str:
+        """A signed token holding data, iss, aud, iat and exp (longest_token from now unless expires_delta says)."""
+        if expires_delta is None:
+            expires_delta = self.longest_token
         now = datetime.now(timezone.utc)
         key = self.source.ring().signing_key(now)
-        claims = {
-            **data,
-            "iss": self.issuer,
-            "aud": self.audience,
-            "iat": now,
-            "exp": now + (expires_delta or self.longest_token),
-        }
+        claims = {**data, "iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + expires_delta}
         return jwt.encode(claims, _private_key(key), algorithm=key.algorithm, headers={"kid": key.kid})
 
     def decode(self, token: str) -> dict:
