@@ -591,11 +591,6 @@ def test_a_token_from_signed_access_tokens_is_accepted_by_decode_signed_token(ke
     assert keys.decode_signed_token(token, signed_tokens.public_keys(), ISSUER, AUDIENCE) == claims
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys.SignedAccessTokens.create reads `expires_delta or self.longest_token`: timedelta(0) is taken as "
-    "missing and gives a full-lifetime token (the seed lesson's fault notebook 02 fixes); should test `is None`",
-)
 def test_signed_access_tokens_honour_an_expires_delta_of_zero(key_dir):
     signed_tokens = SignedAccessTokens(KeySource(key_dir, "ES256", check_every=0), ISSUER, AUDIENCE, LONGEST)
     claims = jose_jwt.get_unverified_claims(signed_tokens.create({"sub": "alice"}, timedelta(0)))
