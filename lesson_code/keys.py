@@ -466,9 +466,14 @@ class SignedAccessTokens:
         self.source, self.issuer, self.audience, self.longest_token = source, issuer, audience, longest_token
 
     def create(self, data: dict, expires_delta: timedelta | None = None) -> str:
-        """A signed token holding data, iss, aud, iat and exp (longest_token from now unless expires_delta says)."""
+        """A signed token holding data, iss, aud, iat and exp (longest_token from now unless expires_delta says).
+
+        ValueError for a lifetime over longest_token: the token would outlive its key, which is kept only that long.
+        """
         if expires_delta is None:
             expires_delta = self.longest_token
+        if expires_delta > self.longest_token:
+            raise ValueError(f"a token may live at most {self.longest_token}, as long as a retired key is kept")
         now = datetime.now(timezone.utc)
         key = self.source.ring().signing_key(now)
         claims = {**data, "iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + expires_delta}

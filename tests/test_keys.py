@@ -867,3 +867,11 @@ def test_usable_keys_leaves_out_keys_it_cannot_pin(es256, rs256):
 @pytest.mark.parametrize("jwks", [None, [], "keys", {}, {"keys": None}, {"keys": "x"}, {"keys": {"a": 1}}])
 def test_usable_keys_of_something_that_is_not_a_jwk_set_is_empty(jwks):
     assert keys.usable_keys(jwks) == {}
+
+
+def test_signed_access_tokens_refuse_a_lifetime_longer_than_retired_keys_are_kept(tmp_path):
+    tokens = keys.SignedAccessTokens(keys.KeySource(tmp_path / "keys", "ES256"), "iss", "aud", timedelta(minutes=15))
+    with pytest.raises(ValueError, match=r"^a token may live at most 0:15:00, as long as a retired key is kept$"):
+        tokens.create({"sub": "alice"}, timedelta(minutes=15, seconds=1))
+    claims = tokens.decode(tokens.create({"sub": "alice"}, timedelta(minutes=15)))
+    assert claims["exp"] - claims["iat"] == 900
