@@ -256,10 +256,14 @@ async def get_jwks_cache(request: Request) -> JwksCache:
     return request.state.jwks_cache
 
 
+async def current_settings() -> Settings:
+    return get_settings()  # cached; as an async dependency it runs on the event loop, not in a worker thread
+
+
 async def get_access_claims(
     token: Annotated[str, Depends(oauth2_scheme)],
     cache: Annotated[JwksCache, Depends(get_jwks_cache)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(current_settings)],
 ) -> dict:
     try:
         return await verify_access_token(token, cache, settings.jwt_issuer, settings.jwt_audience)
