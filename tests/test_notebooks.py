@@ -25,6 +25,7 @@ def test_the_lessons_are_all_there():
         "05_attacks_and_defences.ipynb",
         "06_sessions_refresh_logout.ipynb",
         "07_scopes_and_roles.ipynb",
+        "08_asymmetric_keys_jwks.ipynb",
     ]
 
 
