@@ -400,7 +400,7 @@ def judge_with_key_folder(token: str, header: dict) -> int:
     settings, directory = checked_settings(), keys.key_dir_path()
     ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
     now = datetime.now(timezone.utc)
-    live = {} if ring is None else {key.kid: key.public_jwk() for key in ring.live(now, longest_token())}
+    live = {} if ring is None else {key.kid: key.public_jwk() for key in ring.live(now, kept_for(directory))}
     public_jwk = live.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
     if public_jwk is None:
         say(f"Signature: not checked: the key folder {directory} has no live key named by this kid")
@@ -563,8 +563,10 @@ def run_users_scopes(args) -> int:
     return 0
 
 
-def longest_token() -> timedelta:
-    return timedelta(minutes=checked_settings().access_token_minutes)
+def kept_for(directory) -> timedelta:
+    """How long a retired key stays: ACCESS_TOKEN_MINUTES, or the longer lifetime a server recorded in the folder."""
+    setting = timedelta(minutes=checked_settings().access_token_minutes)
+    return max(setting, keys.recorded_longest_token(directory)) if directory.exists() else setting
 
 
 def when(moment: datetime) -> str:
@@ -598,7 +600,7 @@ def run_keys_rotate(args) -> int:
         return 0
     ring = keys.load_keys(directory)
     starts = ring.signs_from(key)
-    until = starts + longest_token() + timedelta(seconds=keys.LEEWAY_SECONDS)
+    until = starts + kept_for(directory) + timedelta(seconds=keys.LEEWAY_SECONDS)
     say(f"New key {key.kid} ({algorithm}) in {directory}: published now, signs from {when(starts)}")
     say(
         f"Then {before.signing_key(starts).kid} is retired: its tokens are accepted, and it is published, until "
@@ -608,11 +610,12 @@ def run_keys_rotate(args) -> int:
 
 
 def run_keys_list(args) -> int:
-    directory, now, longest = keys.key_dir_path(), datetime.now(timezone.utc), longest_token()
+    directory, now = keys.key_dir_path(), datetime.now(timezone.utc)
     ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
     if ring is None:
         say(f"No key in {directory} yet: the API makes one when it starts with JWT_ALGORITHM=ES256, or run keys rotate")
         return 0
+    longest = kept_for(directory)
     rows = [("KID", "ALG", "MADE", "STATE")]
     rows += [(key.kid, key.algorithm, when(key.created), describe_state(ring, key, now, longest)) for key in ring.keys]
     say(f"Keys in {directory}, oldest first:")
@@ -626,7 +629,7 @@ def run_keys_prune(args) -> int:
     if not (directory.exists() or directory.is_symlink()):
         say(f"No key in {directory}: nothing to prune")
         return 0
-    gone = keys.prune(directory, datetime.now(timezone.utc), longest_token())
+    gone = keys.prune(directory, datetime.now(timezone.utc), kept_for(directory))
     for key in gone:
         say(f"Deleted {key.kid} ({key.algorithm}, made {when(key.created)})")
     if not gone:

@@ -13,6 +13,7 @@ retired when the next one starts signing, and removed by prune() once no token i
 import base64
 import hashlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -59,11 +60,19 @@ THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")} 
 PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "RSA": ("kty", "n", "e")}
 KEY_TYPES = {"ES256": "EC", "RS256": "RSA"}
 MAX_KEY_FILE_BYTES = 16 * 1024
+LIFETIME_FILE = ".longest-token-seconds"  # the longest token lifetime any server has used with this folder
+MAX_CLOCK_AHEAD = timedelta(days=1)  # a key made later than this from now says a clock is wrong
+RSA_MIN_BITS = 2048
 CHECK_EVERY_SECONDS = 1.0  # how often a running server looks for a rotated key: one listdir() of a small folder
-# A new key signs this long after it is made: every worker publishes it within CHECK_EVERY_SECONDS, and a verifier
-# meeting an unknown kid may refetch the key set only every JWKS_REFETCH_SECONDS (5 s by default).
+# A new key signs this long after it is made. Every worker publishes it within CHECK_EVERY_SECONDS, and no copy of
+# the key set may be kept longer than JWKS_MAX_AGE_SECONDS (Cache-Control), nor refetched for an unknown kid less
+# often than every JWKS_REFETCH_SECONDS (5 s by default): every verifier, and every cache in between, has a new key
+# before any token names it.
 PUBLISH_AHEAD_SECONDS = 10
-JWKS_MAX_AGE_SECONDS = 300  # Cache-Control of the published key set; a verifier refetches it for an unknown kid
+JWKS_MAX_AGE_SECONDS = 5
+
+
+logger = logging.getLogger(__name__)
 
 
 class KeyStoreError(RuntimeError):
@@ -226,6 +235,8 @@ def read_key_file(path: Path) -> SigningKey:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise  # deleted since the folder was listed (a prune): load_keys skips it
     except OSError as error:
         if path.is_symlink():
             raise _refuse(path, "is a symbolic link; delete it") from None
@@ -245,23 +256,41 @@ def read_key_file(path: Path) -> SigningKey:
         private_jwk, created = document["key"], datetime.fromisoformat(document["created"])
         if created.tzinfo is None:
             raise ValueError("its creation time has no time zone")
+        if created > datetime.now(timezone.utc) + MAX_CLOCK_AHEAD:
+            raise ValueError("it was made more than a day in the future: a clock is wrong")
         if private_jwk.get("alg") not in ASYMMETRIC_ALGORITHMS or KEY_TYPES[private_jwk["alg"]] != private_jwk["kty"]:
             raise ValueError(f"alg must be one of {', '.join(ASYMMETRIC_ALGORITHMS)} and match kty")
         if "d" not in private_jwk:
             raise ValueError("it holds no private key")
         if private_jwk.get("kid") != thumbprint(private_jwk) or path.name != f"{private_jwk['kid']}.json":
             raise ValueError("its kid is not its thumbprint, or not its file name")
+        _check_strength(private_jwk)
         jwk.construct(private_jwk, private_jwk["alg"])
-    except (ValueError, KeyError, TypeError, AttributeError, JOSEError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, JOSEError, RecursionError) as error:
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} {error}"
         raise _refuse(path, f"is not a key file made by this code ({reason}); move it away") from None
     return SigningKey(private_jwk, created.astimezone(timezone.utc))
 
 
+def _check_strength(public_jwk: Mapping) -> None:
+    """ES256 on P-256 only (RFC 7518 section 3.4); RS256 with a modulus of RSA_MIN_BITS or more (section 3.3)."""
+    if public_jwk["alg"] == "ES256" and public_jwk.get("crv") != "P-256":
+        raise ValueError(f"ES256 needs the curve P-256, not {public_jwk.get('crv')!r}")
+    if public_jwk["alg"] == "RS256":
+        modulus = base64.urlsafe_b64decode(public_jwk["n"] + "=" * (-len(public_jwk["n"]) % 4)).lstrip(b"\0")
+        if len(modulus) * 8 < RSA_MIN_BITS:
+            raise ValueError(f"RS256 needs a modulus of {RSA_MIN_BITS} bits or more")
+
+
 def load_keys(directory: Path, create: bool = False) -> KeyRing | None:
     """Every key of the directory, checked, oldest first; None when it holds none."""
     open_key_dir(directory, create=create)
-    keys = [read_key_file(directory / name) for name in _key_file_names(directory)]
+    keys = []
+    for name in _key_file_names(directory):
+        try:
+            keys.append(read_key_file(directory / name))
+        except FileNotFoundError:
+            continue
     if not keys:
         return None
     return KeyRing(tuple(sorted(keys, key=lambda key: (key.created, key.kid))))
@@ -287,17 +316,71 @@ def write_key(directory: Path, key: SigningKey) -> Path:
 
 
 def rotate(directory: Path, algorithm: str, now: datetime) -> SigningKey:
-    """Make a new key: published at once, signing PUBLISH_AHEAD_SECONDS later (at once if it is the first one)."""
+    """Make a new key: published at once, signing PUBLISH_AHEAD_SECONDS later (at once if it is the first one).
+
+    KeyStoreError when now is before the newest key was made: this clock is behind the one that made it.
+    """
+    ring = load_keys(directory, create=True)
+    if ring is not None and now < ring.keys[-1].created:
+        raise KeyStoreError(
+            f"this clock ({now:%Y-%m-%d %H:%M:%S} UTC) is behind the newest key's creation "
+            f"({ring.keys[-1].created:%Y-%m-%d %H:%M:%S} UTC): the servers and this command must share one clock"
+        )
     key = new_key(algorithm, now)
     write_key(directory, key)
     return key
 
 
+def recorded_longest_token(directory: Path) -> timedelta:
+    """The longest token lifetime a server has recorded in the key folder (record_longest_token); 0 if none."""
+    path = directory / LIFETIME_FILE
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return timedelta(0)
+    except OSError as error:
+        raise _refuse(path, f"cannot be read ({error.strerror}); delete it") from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise _refuse(path, "is not a regular file; delete it")
+        _check_owned_and_private(path, info, 0o600)
+        text = os.read(descriptor, 32)
+    finally:
+        os.close(descriptor)
+    try:
+        seconds = int(text)
+        if not 0 <= seconds <= 366 * 24 * 3600:
+            raise ValueError
+    except ValueError:
+        raise _refuse(path, "does not hold a number of seconds; delete it") from None
+    return timedelta(seconds=seconds)
+
+
+def record_longest_token(directory: Path, longest_token: timedelta) -> timedelta:
+    """Remember in the key folder that tokens may live longest_token, unless a longer lifetime is recorded there
+    already; the longer of the two. prune() and SignedAccessTokens keep retired keys that long: a command run with
+    a shorter ACCESS_TOKEN_MINUTES than the servers', or a restart with a shorter one, cannot drop a key early."""
+    open_key_dir(directory)
+    with _locked(directory):
+        recorded = recorded_longest_token(directory)
+        if longest_token <= recorded:
+            return recorded
+        draft = directory / f".{LIFETIME_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(f"{math.ceil(longest_token.total_seconds())}\n")
+        os.replace(draft, directory / LIFETIME_FILE)
+    return longest_token
+
+
 def prune(directory: Path, now: datetime, longest_token: timedelta) -> list[SigningKey]:
-    """Delete the keys no valid token can name any more; the ones deleted. The signing key is never deleted."""
+    """Delete the keys no valid token can name any more (kept for the longer of longest_token and the recorded
+    lifetime); the ones deleted. The signing key is never deleted."""
     ring = load_keys(directory)
     if ring is None:
         return []
+    longest_token = max(longest_token, recorded_longest_token(directory))
     gone = [key for key in ring.keys if ring.state(key, now, longest_token) is KeyState.PRUNABLE]
     for key in gone:
         (directory / f"{key.kid}.json").unlink(missing_ok=True)
@@ -336,6 +419,7 @@ class KeySource:
         self._lock = Lock()
         self._names: list[str] | None = None
         self._ring: KeyRing | None = None
+        self._problem: str | None = None
         self._checked = -math.inf
 
     def ring(self) -> KeyRing:
@@ -348,6 +432,19 @@ class KeySource:
         return self._ring
 
     def _reload(self) -> None:
+        try:
+            self._read()
+        except KeyStoreError as error:
+            if self._ring is None:
+                raise  # at start-up: one line, and no server
+            if str(error) != self._problem:  # once per problem, not once a second
+                logger.error("%s: going on with the keys read before", error)
+            self._problem = str(error)
+        else:
+            self._problem = None
+        self._checked = time.monotonic()
+
+    def _read(self) -> None:
         open_key_dir(self.directory)
         names = _key_file_names(self.directory)
         if names != self._names:  # files are never changed, only added and removed: their names say it all
@@ -358,7 +455,6 @@ class KeySource:
                         rotate(self.directory, self.algorithm, datetime.now(timezone.utc))
                 names, ring = _key_file_names(self.directory), load_keys(self.directory)
             self._names, self._ring = names, ring
-        self._checked = time.monotonic()
 
 
 def _pinned_to_key(header: dict, keys: Mapping[str, dict]) -> dict:
@@ -439,7 +535,8 @@ def decode_signed_token(
 
 def usable_keys(jwks: object) -> dict[str, dict]:
     """The signing keys of a JWK Set that a verifier can use, by kid: those naming a string kid, an algorithm of
-    ASYMMETRIC_ALGORITHMS that fits their kty, and no use other than sig. The others are left out."""
+    ASYMMETRIC_ALGORITHMS that fits their kty and strength (P-256, RSA of 2048 bits or more), and no use other than
+    sig. The others are left out; of each key, only its public members are kept."""
     found = {}
     for candidate in jwks.get("keys", []) if isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) else []:
         if not isinstance(candidate, dict) or not isinstance(candidate.get("kid"), str):
@@ -451,19 +548,27 @@ def usable_keys(jwks: object) -> dict[str, dict]:
             isinstance(candidate.get(name), str) for name in PUBLIC_MEMBERS[candidate["kty"]]
         ):
             continue
-        found[candidate["kid"]] = {name: candidate[name] for name in PUBLIC_MEMBERS[candidate["kty"]]} | {
-            "kid": candidate["kid"],
-            "alg": algorithm,
-        }
+        public_jwk = {name: candidate[name] for name in PUBLIC_MEMBERS[candidate["kty"]]}
+        public_jwk |= {"kid": candidate["kid"], "alg": algorithm}
+        try:
+            _check_strength(public_jwk)
+        except ValueError:  # binascii.Error included: an n that is not base64url
+            continue
+        found[candidate["kid"]] = public_jwk
     return found
 
 
 class SignedAccessTokens:
-    """Access tokens signed with the key source's newest key, naming it by kid and carrying iss and aud; verified by
-    the key their kid names among those still live. sessions.py takes it in place of the HS256 functions."""
+    """Access tokens signed with the key source's signing key, naming it by kid and carrying iss and aud; verified by
+    the key their kid names among those still live. sessions.py takes it in place of the HS256 functions.
+
+    longest_token is recorded in the key folder (record_longest_token): retired keys are kept for the longest
+    lifetime any server has used with it, so a restart with a shorter one cannot refuse tokens made before.
+    """
 
     def __init__(self, source: KeySource, issuer: str, audience: str, longest_token: timedelta) -> None:
         self.source, self.issuer, self.audience, self.longest_token = source, issuer, audience, longest_token
+        self.keys_kept_for = record_longest_token(source.directory, longest_token)
 
     def create(self, data: dict, expires_delta: timedelta | None = None) -> str:
         """A signed token holding data, iss, aud, iat and exp (longest_token from now unless expires_delta says).
@@ -485,9 +590,9 @@ class SignedAccessTokens:
     def public_keys(self) -> dict[str, dict]:
         """The live keys' public JWKs by kid."""
         return {
-            key.kid: key.public_jwk() for key in self.source.ring().live(datetime.now(timezone.utc), self.longest_token)
+            key.kid: key.public_jwk() for key in self.source.ring().live(datetime.now(timezone.utc), self.keys_kept_for)
         }
 
     def jwks(self) -> dict:
         """The JWK Set to publish at /.well-known/jwks.json."""
-        return self.source.ring().jwks(datetime.now(timezone.utc), self.longest_token)
+        return self.source.ring().jwks(datetime.now(timezone.utc), self.keys_kept_for)

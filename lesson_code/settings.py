@@ -106,7 +106,8 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="A resource server refetches the key set for a kid it does not know at most this often, so "
-        "tokens naming made-up kids cannot make it hammer the issuer.",
+        "tokens naming made-up kids cannot make it hammer the issuer. Keep it under the time the issuer publishes "
+        "a new key before signing with it (10 s for lesson_code's issuer), or a rotation gives some requests 401.",
     )
     demo_users: bool = Field(
         True,

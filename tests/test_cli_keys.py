@@ -304,3 +304,14 @@ def test_serve_resource_refuses_keys_fetched_over_plain_http_from_afar(capsys, m
         "error: JWKS_URL is not a valid setting: 'http://issuer.example/.well-known/jwks.json' must be https:// (or "
         "http:// to this machine)\n",
     )
+
+
+def test_keys_commands_keep_retired_keys_as_long_as_a_server_recorded(capsys, key_dir, clock):
+    run(capsys, "keys", "rotate")
+    keys.record_longest_token(key_dir, timedelta(minutes=60))  # what a server with ACCESS_TOKEN_MINUTES=60 does
+    clock.moment = ROTATED
+    status, out, err = run(capsys, "keys", "rotate")
+    assert out.splitlines()[1].endswith("it is published, until 2026-11-29 10:30:40 UTC")
+    clock.moment = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)  # past 15 minutes, within 60
+    assert run(capsys, "keys", "prune") == (0, "Nothing to prune: every retired key may still have valid tokens\n", "")
+    assert len(kids(key_dir)) == 2

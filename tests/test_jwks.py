@@ -24,7 +24,7 @@ pytestmark = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 JWKS_PATH = "/.well-known/jwks.json"
 DEFAULT_ISSUER = "http://127.0.0.1:8000"
 DEFAULT_AUDIENCE = "jwt-lesson-api"
-CACHE_CONTROL = "public, max-age=300"
+CACHE_CONTROL = "public, max-age=5"
 NO_PUBLIC_KEYS = {
     "detail": "This service signs with HS256, a shared secret: it has no public key to publish (JWT_ALGORITHM)"
 }

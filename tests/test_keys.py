@@ -10,6 +10,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jose import jwk
 from jose import jwt as jose_jwt
 from jose.exceptions import JWKError, JWTError
 from joserfc.jwk import ECKey, RSAKey
@@ -372,7 +375,8 @@ def ring_of(*created: datetime) -> KeyRing:
 def test_rotation_orders_the_ring_oldest_first_and_each_new_key_signs_once_published_long_enough(key_dir):
     first = keys.rotate(key_dir, "ES256", MADE)
     third = keys.rotate(key_dir, "ES256", MADE + timedelta(hours=2))
-    second = keys.rotate(key_dir, "RS256", MADE + timedelta(hours=1))  # written last, made in between
+    second = keys.new_key("RS256", MADE + timedelta(hours=1))  # written last, made in between (another clock)
+    keys.write_key(key_dir, second)
     ring = keys.load_keys(key_dir)
     assert [key.kid for key in ring.keys] == [first.kid, second.kid, third.kid]
     assert [ring.signs_from(key) for key in ring.keys] == [
@@ -507,11 +511,10 @@ def test_a_key_source_serves_its_cached_ring_between_checks_then_picks_up_a_rota
     clock = Clock(monkeypatch)
     worker = KeySource(key_dir, "ES256", check_every=1.0)
     first = worker.ring().signing
+    rotated = keys.rotate(key_dir, "ES256", datetime.now(timezone.utc))  # `keys rotate`, or another worker
     loads = []
     load_keys = keys.load_keys
     monkeypatch.setattr(keys, "load_keys", lambda *args, **kwargs: loads.append(1) or load_keys(*args, **kwargs))
-
-    rotated = keys.rotate(key_dir, "ES256", datetime.now(timezone.utc))  # `keys rotate`, or another worker
     clock.seconds += 0.999
     assert [key.kid for key in worker.ring().keys] == [first.kid]  # cached: the directory is not even listed
     clock.seconds += 0.001
@@ -550,13 +553,25 @@ def test_a_key_source_keeps_the_newest_key_signing_whatever_its_algorithm(key_di
     assert len(os.listdir(key_dir)) == 2
 
 
-def test_a_key_source_stops_at_a_bad_key_file_in_one_line(key_dir, es256):
-    source = KeySource(key_dir, "ES256", check_every=0)
-    source.ring()
+def test_a_key_source_stops_at_a_bad_key_file_in_one_line_at_start_up(key_dir, es256):
+    keys.open_key_dir(key_dir)
     planted = write_raw(key_file(key_dir, es256[1]), document(es256[1]), mode=0o644)
-    assert store_error(source.ring) == (
+    assert store_error(KeySource(key_dir, "ES256", check_every=0).ring) == (
         f"{planted} can be read or changed by other users (mode 0644); run: chmod 600 {planted}"
     )
+
+
+def test_a_running_key_source_keeps_its_keys_through_a_bad_key_file_and_says_so_once(key_dir, es256, caplog):
+    source = KeySource(key_dir, "ES256", check_every=0)
+    ring = source.ring()
+    planted = write_raw(key_file(key_dir, es256[1]), document(es256[1]), mode=0o644)
+    assert [source.ring() for _ in range(3)] == [ring] * 3
+    assert [record.getMessage() for record in caplog.records if record.name == "lesson_code.keys"] == [
+        f"{planted} can be read or changed by other users (mode 0644); run: chmod 600 {planted}: going on with the "
+        "keys read before"
+    ]
+    planted.chmod(0o600)
+    assert {key.kid for key in source.ring().keys} == {ring.keys[0].kid, es256[1].kid}
 
 
 # decode_signed_token: the one key the kid names, with that key's algorithm, for this issuer and audience
@@ -875,3 +890,115 @@ def test_signed_access_tokens_refuse_a_lifetime_longer_than_retired_keys_are_kep
         tokens.create({"sub": "alice"}, timedelta(minutes=15, seconds=1))
     claims = tokens.decode(tokens.create({"sub": "alice"}, timedelta(minutes=15)))
     assert claims["exp"] - claims["iat"] == 900
+
+
+def test_rotate_refuses_a_clock_behind_the_newest_key(key_dir):
+    newest = keys.rotate(key_dir, "ES256", MADE + timedelta(hours=1))
+    with pytest.raises(keys.KeyStoreError) as refused:
+        keys.rotate(key_dir, "ES256", MADE)
+    assert str(refused.value) == (
+        "this clock (2026-11-29 09:00:00 UTC) is behind the newest key's creation (2026-11-29 10:00:00 UTC): the "
+        "servers and this command must share one clock"
+    )
+    assert [key.kid for key in keys.load_keys(key_dir).keys] == [newest.kid]
+
+
+# What the security review of issue 12 found
+
+
+def p384_labelled_es256() -> SigningKey:
+    pem = ec.generate_private_key(ec.SECP384R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    private_jwk = jwk.construct(pem, "ES384").to_dict()
+    private_jwk.update({"alg": "ES256", "use": "sig"})
+    private_jwk["kid"] = keys.thumbprint(private_jwk)
+    return SigningKey(private_jwk, MADE)
+
+
+def weak_rs256() -> SigningKey:
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(  # noqa: S505  (on purpose)
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    private_jwk = jwk.construct(pem, "RS256").to_dict()
+    private_jwk.update({"alg": "RS256", "use": "sig"})
+    private_jwk["kid"] = keys.thumbprint(private_jwk)
+    return SigningKey(private_jwk, MADE)
+
+
+@pytest.mark.parametrize(
+    "weak, reason",
+    [
+        (p384_labelled_es256, "ES256 needs the curve P-256, not 'P-384'"),
+        (weak_rs256, "RS256 needs a modulus of 2048 bits or more"),
+    ],
+)
+def test_a_key_weaker_than_its_algorithm_needs_is_refused(key_dir, weak, reason):
+    key = weak()
+    keys.write_key(key_dir, key)
+    path = key_file(key_dir, key)
+    assert store_error(lambda: keys.load_keys(key_dir)) == f"{path} {NOT_A_KEY_FILE.format(reason)}"
+
+
+def test_a_key_made_more_than_a_day_ahead_of_this_clock_is_refused(key_dir, es256):
+    future = SigningKey(es256[0].jwk, datetime.now(timezone.utc) + timedelta(days=1, minutes=1))
+    keys.write_key(key_dir, future)
+    path = key_file(key_dir, future)
+    assert store_error(lambda: keys.load_keys(key_dir)) == (
+        f"{path} {NOT_A_KEY_FILE.format('it was made more than a day in the future: a clock is wrong')}"
+    )
+
+
+def test_a_key_file_nested_too_deeply_is_one_line(key_dir, es256):
+    keys.open_key_dir(key_dir)
+    path = write_raw(key_file(key_dir, es256[0]), "[" * 16_000)
+    message = store_error(lambda: keys.load_keys(key_dir))
+    assert message.startswith(f"{path} is not a key file made by this code (RecursionError ")
+    assert message.endswith("); move it away")
+
+
+def test_a_key_file_deleted_between_listing_and_reading_is_skipped(key_dir, monkeypatch):
+    kept = keys.rotate(key_dir, "ES256", MADE)
+    names = keys._key_file_names
+    monkeypatch.setattr(keys, "_key_file_names", lambda directory: [*names(directory), "pruned-meanwhile.json"])
+    assert [key.kid for key in keys.load_keys(key_dir).keys] == [kept.kid]
+
+
+def test_prune_keeps_retired_keys_for_the_longest_lifetime_a_server_recorded(key_dir, es256):
+    first = keys.rotate(key_dir, "ES256", MADE)
+    keys.rotate(key_dir, "ES256", MADE + timedelta(hours=1))
+    tokens = keys.SignedAccessTokens(KeySource(key_dir, "ES256"), ISSUER, AUDIENCE, timedelta(minutes=60))
+    assert tokens.keys_kept_for == timedelta(minutes=60)
+    assert (key_dir / keys.LIFETIME_FILE).read_text() == "3600\n"
+    assert mode_of(key_dir / keys.LIFETIME_FILE) == 0o600
+    retired = MADE + timedelta(hours=1) + AHEAD
+    assert keys.prune(key_dir, retired + LONGEST + LEEWAY, LONGEST) == []  # a command run with the default 15
+    assert [key.kid for key in keys.prune(key_dir, retired + timedelta(minutes=60) + LEEWAY, LONGEST)] == [first.kid]
+
+
+def test_a_shorter_lifetime_after_a_restart_keeps_the_longer_one_recorded(key_dir):
+    source = KeySource(key_dir, "ES256")
+    long_lived = keys.SignedAccessTokens(source, ISSUER, AUDIENCE, timedelta(minutes=60))
+    short_lived = keys.SignedAccessTokens(source, ISSUER, AUDIENCE, timedelta(minutes=5))
+    assert (long_lived.keys_kept_for, short_lived.keys_kept_for) == (timedelta(minutes=60), timedelta(minutes=60))
+    assert short_lived.longest_token == timedelta(minutes=5)
+    assert keys.recorded_longest_token(key_dir) == timedelta(minutes=60)
+
+
+@pytest.mark.parametrize("text", ["soon\n", "-5\n", "99999999999\n"])
+def test_a_garbled_lifetime_record_is_refused_in_one_line(key_dir, text):
+    keys.open_key_dir(key_dir)
+    path = write_raw(key_dir / keys.LIFETIME_FILE, text)
+    assert store_error(lambda: keys.recorded_longest_token(key_dir)) == (
+        f"{path} does not hold a number of seconds; delete it"
+    )
+
+
+def test_usable_keys_leaves_out_keys_weaker_than_their_algorithm_needs(es256, rs256):
+    weak = [
+        p384_labelled_es256().public_jwk(),
+        weak_rs256().public_jwk(),
+        {**rs256.public_jwk(), "n": "!!", "kid": "x"},
+    ]
+    good = [es256[0].public_jwk(), rs256.public_jwk()]
+    assert sorted(keys.usable_keys({"keys": [*weak, *good]})) == sorted(key["kid"] for key in good)

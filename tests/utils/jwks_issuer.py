@@ -22,10 +22,12 @@ AUDIENCE = "jwt-lesson-api"
 JWKS_PATH = "/.well-known/jwks.json"
 MAX_AGE = 300
 LONGEST_TOKEN = timedelta(minutes=15)
+FIRST_KEY_AGE = timedelta(hours=1)
 
 
 class JwksIssuer:
     def __init__(self, directory: Path, issuer: str = ISSUER, audience: str = AUDIENCE) -> None:
+        keys.rotate(directory, "ES256", datetime.now(timezone.utc) - FIRST_KEY_AGE)  # the key signing for a while
         self.source = keys.KeySource(directory, "ES256", check_every=0)
         self.tokens = keys.SignedAccessTokens(self.source, issuer, audience, LONGEST_TOKEN)
         self.directory = directory
