@@ -180,6 +180,9 @@ class JwksCache:
                 if attempts == self._attempts and self._should_fetch(kid):  # else: another request just fetched
                     with anyio.CancelScope(shield=True):  # a client that hangs up cancels no one else's fetch
                         await self._fetch()
+        elif self._lock.locked() and (self._keys is None or kid not in self._keys):
+            async with self._lock:  # a fetch is under way: wait for the keys it brings, not the ones held before
+                pass
         if self._keys is None:
             raise KeysUnavailable(self._seconds_to_next_fetch())
         return self._keys
@@ -221,6 +224,7 @@ async def verify_access_token(token: str, cache: JwksCache, issuer: str, audienc
     keys = await cache.keys_for(kid) if isinstance(kid, str) else {}  # no string kid, no key: no fetch either
     claims = decode_signed_token(token, keys, issuer, audience)
     granted_scopes(claims)
+    expires_at(claims)  # an exp past the year 9999 is not a time: refused here, not a 500 later
     return claims
 
 

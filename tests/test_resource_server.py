@@ -216,7 +216,9 @@ def test_an_unknown_kid_first_fetches_once(client, issuer, tmp_path):
     assert issuer.fetches == 1
 
 
-def concurrently(cache: JwksCache, kids: list[str]) -> list[object]:
+def concurrently(cache: JwksCache, kids: list[str], head_start: float = 0) -> list[object]:
+    """keys_for each kid at once (the first head_start seconds before the others): the keys, or KeysUnavailable's
+    retry_after."""
     results = []
 
     async def one(kid: str) -> None:
@@ -227,7 +229,10 @@ def concurrently(cache: JwksCache, kids: list[str]) -> list[object]:
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
-            for kid in kids:
+            group.start_soon(one, kids[0])
+            if head_start:
+                await anyio.sleep(head_start)
+            for kid in kids[1:]:
                 group.start_soon(one, kid)
 
     anyio.run(main)
@@ -480,3 +485,25 @@ def test_with_the_real_issuer_alices_login_reaches_the_resource_server(tmp_path,
             assert httpx.post(f"{issuer_url}/logout", headers=bearer).status_code == 204
             assert httpx.get(f"{issuer_url}/users/me", headers=bearer).status_code == 401
             assert (call(client, token).status_code, call(client, token).json()) == (200, profile(token))
+
+
+def test_requests_during_a_fetch_for_an_unknown_kid_wait_for_its_keys(issuer, clock):
+    cache = JwksCache(JWKS_URL, slow(issuer), refetch_seconds=REFETCH_SECONDS, clock=clock)
+    old_kid = issuer.signing_key().kid
+    assert concurrently(cache, [old_kid]) == [[old_kid]]
+    new_kid = issuer.rotate(ago=timedelta(seconds=keys.PUBLISH_AHEAD_SECONDS)).kid
+    clock.advance(keys.PUBLISH_AHEAD_SECONDS)
+    assert concurrently(cache, [new_kid] * 10, head_start=0.02) == [sorted([old_kid, new_kid])] * 10
+    assert issuer.fetches == 2
+
+
+def test_requests_during_the_first_fetch_wait_for_it_instead_of_503(issuer, clock):
+    cache = JwksCache(JWKS_URL, slow(issuer), refetch_seconds=REFETCH_SECONDS, clock=clock)
+    kid = issuer.signing_key().kid
+    assert concurrently(cache, [kid] * 10, head_start=0.02) == [[kid]] * 10
+    assert issuer.fetches == 1
+
+
+def test_a_signed_token_whose_exp_is_past_the_year_9999_is_401_not_500(client, issuer):
+    token = es256(issuer, claims(exp=253402300800), kid=issuer.signing_key().kid)
+    assert answer(call(client, token)) == (401, CANNOT_VALIDATE, "Bearer")
