@@ -230,13 +230,14 @@ def _key_file_names(path: Path) -> list[str]:
         raise _refuse(path, f"cannot be read ({error.strerror})") from None
 
 
-def read_key_file(path: Path) -> SigningKey:
-    """One key file, checked: a regular file of yours, 0600, small, a private JWK whose kid is its thumbprint."""
+def _read_private_file(path: Path, max_bytes: int) -> bytes:
+    """At most max_bytes of a regular file of yours that only you can open, read without following a link or waiting
+    on a FIFO; FileNotFoundError passes through, any other problem is a KeyStoreError."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         descriptor = os.open(path, flags)
     except FileNotFoundError:
-        raise  # deleted since the folder was listed (a prune): load_keys skips it
+        raise
     except OSError as error:
         if path.is_symlink():
             raise _refuse(path, "is a symbolic link; delete it") from None
@@ -246,9 +247,15 @@ def read_key_file(path: Path) -> SigningKey:
         if not stat.S_ISREG(info.st_mode):
             raise _refuse(path, "is not a regular file; delete it")
         _check_owned_and_private(path, info, 0o600)
-        data = os.read(descriptor, MAX_KEY_FILE_BYTES + 1)
+        return os.read(descriptor, max_bytes)
     finally:
         os.close(descriptor)
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """One key file, checked: a regular file of yours, 0600, small, a private JWK whose kid is its thumbprint.
+    FileNotFoundError when it was deleted since its folder was listed."""
+    data = _read_private_file(path, MAX_KEY_FILE_BYTES + 1)
     try:
         if len(data) > MAX_KEY_FILE_BYTES:
             raise ValueError(f"over {MAX_KEY_FILE_BYTES} bytes")
@@ -335,19 +342,9 @@ def recorded_longest_token(directory: Path) -> timedelta:
     """The longest token lifetime a server has recorded in the key folder (record_longest_token); 0 if none."""
     path = directory / LIFETIME_FILE
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        text = _read_private_file(path, 32)
     except FileNotFoundError:
         return timedelta(0)
-    except OSError as error:
-        raise _refuse(path, f"cannot be read ({error.strerror}); delete it") from None
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise _refuse(path, "is not a regular file; delete it")
-        _check_owned_and_private(path, info, 0o600)
-        text = os.read(descriptor, 32)
-    finally:
-        os.close(descriptor)
     try:
         seconds = int(text)
         if not 0 <= seconds <= 366 * 24 * 3600:

@@ -32,11 +32,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from pydantic import BaseModel
 
-from lesson_code.app import BODY_TOO_LARGE_RESPONSE, NO_STORE, RETRY_AFTER, SECURITY_HEADERS, Message
+from lesson_code.app import BODY_TOO_LARGE_RESPONSE, NO_STORE, RETRY_AFTER, Message
 from lesson_code.keys import decode_signed_token, usable_keys
-from lesson_code.offline_docs import add_offline_docs
-from lesson_code.protection import LimitRequestBody, SecurityHeaders
-from lesson_code.service import StartupFailureInOneLine, credentials_exception, insufficient_scope
+from lesson_code.service import credentials_exception, hardened_app, insufficient_scope
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import SCOPES
 from lesson_code.tokens import TokenError, expires_at, get_unverified_header
@@ -243,11 +241,7 @@ async def lifespan(app: FastAPI):
         yield {"jwks_cache": JwksCache(url, client, settings.jwks_refetch_seconds)}  # nothing fetched before needed
 
 
-app = FastAPI(title="JWT lesson resource server", lifespan=lifespan, docs_url=None, redoc_url=None)
-app.add_middleware(LimitRequestBody)
-app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
-app.add_middleware(StartupFailureInOneLine)
-add_offline_docs(app)
+app = hardened_app("JWT lesson resource server", lifespan)
 
 
 @app.exception_handler(KeysUnavailable)

@@ -204,11 +204,17 @@ async def lifespan(app: FastAPI):
         engine.dispose()
 
 
-app = FastAPI(title="JWT lesson service", lifespan=lifespan, docs_url=None, redoc_url=None)
-app.add_middleware(LimitRequestBody)
-app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
-app.add_middleware(StartupFailureInOneLine)
-add_offline_docs(app)
+def hardened_app(title: str, lifespan) -> FastAPI:
+    """An app with the body cap, the security headers, start-up failures in one line, and /docs served offline."""
+    made = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None)
+    made.add_middleware(LimitRequestBody)
+    made.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
+    made.add_middleware(StartupFailureInOneLine)
+    add_offline_docs(made)
+    return made
+
+
+app = hardened_app("JWT lesson service", lifespan)
 
 
 @app.exception_handler(DatabaseUnavailable)
