@@ -40,13 +40,13 @@ from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
 from lesson_code.tokens import (
-    ACCESS_TOKEN_TYPE,
     CLAIM_CHECKS,
     LEEWAY_SECONDS,
     TokenError,
     _check_no_critical_extensions,
     _check_payload_encoded,
     _check_signature_spelling,
+    _check_type,
     _reason,
     get_unverified_header,
     secret_file_path,
@@ -55,14 +55,14 @@ from lesson_code.tokens import (
 KEY_DIR_ENV_VAR = "JWT_KEY_DIR"
 KEY_DIR_NAME = ".jwt_keys"
 ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
-RSA_KEY_BITS = 2048  # RFC 7518 section 3.3: 2048 or more
+RSA_KEY_BITS = 2048  # what a new RS256 key gets
 THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}  # RFC 7638 section 3.2
 PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "RSA": ("kty", "n", "e")}
 KEY_TYPES = {"ES256": "EC", "RS256": "RSA"}
 MAX_KEY_FILE_BYTES = 16 * 1024
 LIFETIME_FILE = ".longest-token-seconds"  # the longest token lifetime any server has used with this folder
 MAX_CLOCK_AHEAD = timedelta(days=1)  # a key made later than this from now says a clock is wrong
-RSA_MIN_BITS = 2048
+RSA_MIN_BITS = 2048  # RFC 7518 section 3.3: an RS256 key of fewer bits is refused
 CHECK_EVERY_SECONDS = 1.0  # how often a running server looks for a rotated key: one listdir() of a small folder
 # A new key signs this long after it is made. Every worker publishes it within CHECK_EVERY_SECONDS, and no copy of
 # the key set may be kept longer than JWKS_MAX_AGE_SECONDS (Cache-Control), nor refetched for an unknown kid less
@@ -466,11 +466,6 @@ def _pinned_to_key(header: dict, keys: Mapping[str, dict]) -> dict:
     if header.get("alg") != public_jwk.get("alg"):
         raise TokenError(f"algorithm {header.get('alg')!r} is not the one of key {kid!r} ({public_jwk.get('alg')!r})")
     return public_jwk
-
-
-def _check_type(header: dict) -> None:
-    if header.get("typ", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
-        raise TokenError(f"typ {header['typ']!r} is not an access token's ({ACCESS_TOKEN_TYPE!r})")
 
 
 def _check_issuer(claims: dict, issuer: str) -> None:
