@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ POSTGRESQL_MAX_OVERFLOW = 10
 POOL_TIMEOUT_SECONDS = 10
 LOCK_TIMEOUT_SECONDS = 5.0  # how long a query waits for a lock before the request is answered 503
 CONNECT_TIMEOUT_SECONDS = 5
+WAL_RETRY_SECONDS = 0.01
 SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creating the schema and seeding
 MAX_SESSIONS_PER_USER = 20  # live sessions a user may have; a login beyond them ends the oldest
 ENDED_SESSIONS_KEPT = timedelta(days=1)  # then a login deletes them; until then reuse detection still sees them
@@ -209,9 +211,23 @@ def default_database_url() -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    _use_wal(dbapi_connection)
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
     dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Switch to WAL mode, retried for LOCK_TIMEOUT_SECONDS: while another connection writes to a new file, SQLite
+    answers "database is locked" at once, without waiting (two workers starting together on a new database)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
 
 
 def _create_private_file(path: str) -> None:

@@ -120,8 +120,8 @@ def test_two_workers_start_at_once(db: Database) -> None:
     both_hashing = threading.Barrier(2)
 
     def hash_after_the_other_looked(password: str) -> str:
-        if password == "wonderland":
-            both_hashing.wait(timeout=THREAD_TIMEOUT)  # both workers have found alice missing
+        if password == "wonderland":  # both workers have found alice missing; a worker that failed is reported
+            both_hashing.wait(timeout=THREAD_TIMEOUT / 2)
         return fake_hash(password)
 
     def start_worker(_: int) -> list[str]:
@@ -136,6 +136,24 @@ def test_two_workers_start_at_once(db: Database) -> None:
     assert isinstance(first, list) and isinstance(second, list), (first, second)
     assert sorted(first + second) == ["alice", "bob", "carol"]
     assert store.list_users(db.engine) == [ALICE, BOB, CAROL]
+
+
+def test_a_worker_opening_a_new_sqlite_file_while_another_writes_to_it_waits(tmp_path) -> None:
+    path = tmp_path / "lesson.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # what the other worker's create_schema does, before WAL mode is on
+    writer.execute("CREATE TABLE early (x)")
+    engine = store.make_engine(f"sqlite:///{path}")
+    done = threading.Timer(0.2, writer.execute, args=("COMMIT",))
+    done.start()
+    try:
+        store.create_schema(engine)  # SQLite refused the switch to WAL at once: "database is locked"
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        done.join()
+        writer.close()
+        engine.dispose()
 
 
 def test_add_user(engine: Engine) -> None:
