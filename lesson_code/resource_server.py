@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from lesson_code.app import BODY_TOO_LARGE_RESPONSE, NO_STORE, RETRY_AFTER, Message
 from lesson_code.keys import decode_signed_token, usable_keys
-from lesson_code.service import credentials_exception, hardened_app, insufficient_scope
+from lesson_code.service import INSUFFICIENT_SCOPE_RESPONSE, credentials_exception, hardened_app, insufficient_scope
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import SCOPES
 from lesson_code.tokens import TokenError, expires_at, get_unverified_header
@@ -48,16 +48,7 @@ MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 KEYS_UNAVAILABLE = "The issuer's keys cannot be fetched: try again later"
 PROTECTED_RESPONSES = {
     status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Missing or invalid token"},
-    status.HTTP_403_FORBIDDEN: {
-        "model": Message,
-        "description": "A valid token without the scope this route needs (RFC 6750, section 3.1)",
-        "headers": {
-            "WWW-Authenticate": {
-                "description": 'Bearer error="insufficient_scope", scope="<the scope needed>"',
-                "schema": {"type": "string"},
-            }
-        },
-    },
+    **INSUFFICIENT_SCOPE_RESPONSE,
     **BODY_TOO_LARGE_RESPONSE,
     status.HTTP_503_SERVICE_UNAVAILABLE: {
         "model": Message,

@@ -64,8 +64,7 @@ SESSION_RESPONSES = {
     **BODY_TOO_LARGE_RESPONSE,
     **UNAVAILABLE_RESPONSE,
 }
-SCOPED_RESPONSES = {
-    **SESSION_RESPONSES,
+INSUFFICIENT_SCOPE_RESPONSE = {
     status.HTTP_403_FORBIDDEN: {
         "model": Message,
         "description": "A valid token without the scope this route needs (RFC 6750, section 3.1)",
@@ -75,8 +74,9 @@ SCOPED_RESPONSES = {
                 "schema": {"type": "string"},
             }
         },
-    },
+    }
 }
+SCOPED_RESPONSES = {**SESSION_RESPONSES, **INSUFFICIENT_SCOPE_RESPONSE}
 DISABLE_RESPONSES = {
     **SCOPED_RESPONSES,
     status.HTTP_404_NOT_FOUND: {"model": Message, "description": "No such user"},
