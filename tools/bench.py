@@ -655,7 +655,7 @@ def main() -> int:
             rows.append(storm_row(f"app.py [{variant}]", runs[f"storm {variant}"], notes[variant]))
         rows.append(storm_row("service.py", runs["storm service"], "target >= 0.80"))
     if "protection" in args.only:
-        rows.append(protection_row("app.py /users/me, token checked", runs["protection app"], "README: 0.61"))
+        rows.append(protection_row("app.py /users/me, token checked", runs["protection app"], "the token check alone"))
         rows.append(
             protection_row(
                 "service.py /users/me, token, session and user checked in SQL", runs["protection service"], ">= 0.50"
