@@ -1,11 +1,11 @@
 """A resource server: a second API that checks the issuer's access tokens with its public keys, and can mint none.
 
 It holds no private key, no secret and no database. On first need it fetches the issuer's JWK Set (JWKS_URL) with
-httpx, keeps it as long as the issuer's Cache-Control max-age says, and verifies each bearer token with the one key
-its kid names (keys.decode_signed_token), for JWT_ISSUER and JWT_AUDIENCE. A kid it does not know makes it fetch the
-set again, at most once every JWKS_REFETCH_SECONDS, so tokens naming made-up kids cannot make it hammer the issuer.
-When the issuer is down, the keys it has keep working; before it has any, it answers 503 with Retry-After (a 401
-would send the client to log in again, which cannot help).
+httpx, directly (never through a proxy the environment names), keeps it as long as the issuer's Cache-Control max-age
+says, and verifies each bearer token with the one key its kid names (keys.decode_signed_token), for JWT_ISSUER and
+JWT_AUDIENCE. A kid it does not know makes it fetch the set again, at most once every JWKS_REFETCH_SECONDS, so tokens
+naming made-up kids cannot make it hammer the issuer. When the issuer is down, the keys it has keep working; before
+it has any, it answers 503 with Retry-After (a 401 would send the client to log in again, which cannot help).
 
 What it cannot see: a logout, a revoked session, a disabled user or a scope taken away, which only the issuer's
 database knows. An access token stays valid here until its exp: that is why access tokens live minutes, not days.
@@ -228,7 +228,9 @@ async def lifespan(app: FastAPI):
     settings = checked_settings()
     url = check_jwks_url(settings.jwks_location)
     point_login_at(app, settings.jwt_issuer)
-    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as client:
+    # trust_env=False: no HTTP_PROXY, ALL_PROXY or .netrc from the environment. A proxy would answer the key fetch
+    # itself, with keys of its choosing: "https or this machine" holds only on a direct connection.
+    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
         yield {"jwks_cache": JwksCache(url, client, settings.jwks_refetch_seconds)}  # nothing fetched before needed
 
 

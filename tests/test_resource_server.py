@@ -36,6 +36,7 @@ from lesson_code.resource_server import (
 from lesson_code.settings import Settings, SettingsError, get_settings
 from lesson_code.tokens import create_access_token
 from notebooks.helpers.local_server import serve_in_background
+from tests.utils.fake_proxy import fake_proxy
 from tests.utils.jwks_issuer import AUDIENCE, ISSUER, JWKS_PATH, LONGEST_TOKEN, MAX_AGE, JwksIssuer, private_jwks
 from tests.utils.uvicorn_process import uvicorn_process
 
@@ -460,6 +461,34 @@ def test_over_http_with_no_secret_and_no_database(issuer, tmp_path):
             response = httpx.get(f"{base_url}/profile", headers={"Authorization": f"Bearer {stranger}"})
             assert answer(response) == (401, CANNOT_VALIDATE, "Bearer")
             assert issuer.fetches == 1
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def test_the_keys_are_fetched_directly_whatever_proxy_the_environment_names(issuer, tmp_path):
+    """A proxy named in HTTP_PROXY or ALL_PROXY (as containers and company networks set them) could answer the plain
+    http fetch from 127.0.0.1 with keys of its own: the resource server never asks it. The attacker's token, signed
+    with the key the proxy would publish, is refused; the issuer's token is accepted; the proxy saw no request."""
+    attacker = JwksIssuer(tmp_path / "attacker")
+    forged = attacker.tokens.create({"sub": "carol", "scope": "me admin"})
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("JWT_", "JWKS_")) and name.lower() not in ("no_proxy", *PROXY_VARIABLES)
+    }
+    environment |= {"JWT_ISSUER": ISSUER, "JWT_AUDIENCE": AUDIENCE, "JWKS_REFETCH_SECONDS": "0"}
+    with ExitStack() as running:
+        proxy = running.enter_context(fake_proxy(attacker.tokens.jwks()))
+        environment |= dict.fromkeys(PROXY_VARIABLES, proxy.url)
+        environment["JWKS_URL"] = running.enter_context(serve_in_background(issuer.asgi_app())) + JWKS_PATH
+        base_url = running.enter_context(uvicorn_process("lesson_code.resource_server:app", environment, tmp_path))
+        response = httpx.get(f"{base_url}/profile", headers={"Authorization": f"Bearer {forged}"})
+        assert answer(response) == (401, CANNOT_VALIDATE, "Bearer")
+        token = issuer.token()
+        response = httpx.get(f"{base_url}/profile", headers={"Authorization": f"Bearer {token}"})
+        assert (response.status_code, response.json()) == (200, profile(token))
+        assert (proxy.requests, issuer.fetches) == ([], 1)
 
 
 def test_with_the_real_issuer_alices_login_reaches_the_resource_server(tmp_path, monkeypatch):
