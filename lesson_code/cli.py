@@ -296,10 +296,31 @@ def add_users_commands(commands) -> None:
     scopes.add_argument("scopes", nargs="+", metavar="SCOPE", help="every scope the user keeps, e.g. me admin")
 
 
+def escaped(character: str) -> str:
+    """A character as JSON writes it escaped: \\u009b, or a surrogate pair past U+FFFF."""
+    code = ord(character)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def visible(text: str) -> str:
+    """text with every character that is not printable (C0 and C1 controls, bidi and other format characters, line
+    separators, unassigned code points) escaped, newlines kept: what a token says cannot steer the terminal, nor
+    write over the lines around it. Inside a JSON string the escape is JSON's own."""
+    if text.isprintable():
+        return text
+    return "".join(
+        character if character.isprintable() or character == "\n" else escaped(character) for character in text
+    )
+
+
 def say(text: str, stream=None) -> None:
+    """Print one or more lines, every character that is not printable escaped (visible), in the stream's encoding."""
     stream = stream or sys.stdout
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
+    print(visible(text).encode(encoding, "backslashreplace").decode(encoding), file=stream)
 
 
 def run_token(args) -> int:

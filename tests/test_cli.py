@@ -1,5 +1,6 @@
 import argparse
 import io
+import json
 import os
 import re
 import secrets
@@ -183,6 +184,45 @@ def test_inspect_a_token_without_exp(capsys, secret_key):
         "Signature: valid (HS256 with the configured secret)",
         'Accepted:  no, missing required key "exp" among claims',
     ]
+
+
+# What a forged token can carry to steer a terminal: CSI as one C1 character (U+009B, "ESC ["), with the cursor moved
+# up and the line erased, then right-to-left override, line separator, zero-width joiner, a tag character, DEL, BEL.
+STEERING = "\u009b1A\u009b2K\u202e\u2028\u200d\U000e0041\x7f\x07"
+
+
+def test_inspect_escapes_every_character_that_could_steer_the_terminal(capsys):
+    lie = f"{STEERING}Signature: valid\u2028Accepted:  yes\u2066"
+    token = forge(
+        {"alg": "HS256", "typ": "JWT", "note\u009b": lie}, {"sub": f"alice{STEERING}", "exp": FAR_FUTURE}, "x"
+    )
+    status, out, err = run(capsys, "inspect", token)
+    assert (status, err) == (1, "")
+    assert all(character.isprintable() for line in out.splitlines() for character in line)
+    escaped = "\\u009b1A\\u009b2K\\u202e\\u2028\\u200d\\udb40\\udc41\\u007f\\u0007"
+    lines = out.splitlines()
+    assert lines[:5] == [
+        "Header: {",
+        '  "alg": "HS256",',
+        '  "typ": "JWT",',
+        f'  "note\\u009b": "{escaped}Signature: valid\\u2028Accepted:  yes\\u2066"',
+        "}",
+    ]
+    assert lines[6] == f'  "sub": "alice{escaped}",'
+    assert json.loads("\n".join(lines[:5]).removeprefix("Header: "))["note\u009b"] == lie  # still JSON, same text
+    assert lines[-2:] == [
+        "Signature: not valid with the configured secret (Signature verification failed)",
+        "Accepted:  no, Signature verification failed",
+    ]
+
+
+def test_every_line_printed_is_escaped_errors_included(capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////nonexistent\u202e/lesson.db")
+    status, out, err = run(capsys, "users", "list")
+    assert (status, out) == (2, "")
+    assert err == (
+        "error: SQLite database /nonexistent\\u202e/lesson.db: the folder /nonexistent\\u202e does not exist\n"
+    )
 
 
 @pytest.mark.parametrize(("exp", "status"), [(YEAR_9999, 0), (YEAR_1, 1)], ids=["year 9999", "year 1"])
