@@ -264,6 +264,7 @@ def _create_engine(url: str, pool_size: int | None, lock_timeout: float) -> Engi
         pool_size=pool_size or POSTGRESQL_POOL_SIZE,
         max_overflow=POSTGRESQL_MAX_OVERFLOW,
         pool_timeout=POOL_TIMEOUT_SECONDS,
+        pool_pre_ping=True,  # a connection the server dropped (a restart, a failover) is replaced, not a 503
     )
 
 

@@ -600,3 +600,17 @@ def test_every_token_endpoint_error_is_not_to_be_stored(start_service, db, monke
     db.make_unavailable()
     for response in (login(client, "carol", "tea-party"), refresh(client, tokens["refresh_token"])):
         assert (response.status_code, response.json(), headers_of(response, NO_STORE)) == (503, UNAVAILABLE, NO_STORE)
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_after_postgresql_restarts_the_next_request_gets_a_fresh_connection_not_503(start_service, db, request):
+    """The pool's connections die with the server; each is checked before use (pre-ping) and replaced."""
+    client = start_service()
+    tokens = tokens_for(client)
+    assert me(client, tokens["access_token"]).json() == ALICE
+    server = request.getfixturevalue("postgres_server")
+    server.stop()
+    server.start()
+    answers = [me(client, tokens["access_token"]), login(client), refresh(client, tokens["refresh_token"])]
+    assert [response.status_code for response in answers] == [200, 200, 200]
+    assert answers[0].json() == ALICE
