@@ -2,6 +2,7 @@
 
 import argparse
 import getpass
+import ipaddress
 import json
 import re
 import sys
@@ -10,12 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import anyio
 from jose import jws
 from jose.exceptions import JOSEError
 from sqlalchemy import Engine
 
 from lesson_code import keys, store
+from lesson_code.hashing import PasswordChecks
 from lesson_code.passwords import password_hash
+from lesson_code.protection import LimitsUnavailable, LoginThrottle
 from lesson_code.settings import SettingsError, checked_settings
 from lesson_code.tokens import (
     ALGORITHM,
@@ -33,6 +37,7 @@ from lesson_code.tokens import (
 )
 
 MAX_MINUTES = 60 * 24 * 366
+MAX_COUNT = 100_000
 MAX_STDIN_BYTES = MAX_TOKEN_LENGTH + 64  # a token and some white space around it
 ACCEPTED, NOT_ACCEPTED, BAD_INPUT, INTERRUPTED = 0, 1, 2, 130
 EXIT_STATUS = (
@@ -44,8 +49,6 @@ USERS_EXIT_STATUS = (
     "exit status: 0 done, 2 bad input, an unknown or existing user, or an unusable database "
     "(one line on standard error), 130 interrupted (Ctrl-C)"
 )
-USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USERNAME_RULE = "1 to 64 characters: ASCII letters, digits and . _ - @"
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
 MAX_FULL_NAME_LENGTH = 200
@@ -84,9 +87,28 @@ def port(text: str) -> int:
     return int(text)
 
 
+def count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_COUNT}, not {text!r}")
+    return int(text)
+
+
+def trusted_addresses(text: str) -> str:
+    for item in text.split(","):
+        if item.strip() == "*":
+            continue
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected addresses or networks separated by commas (127.0.0.1,10.0.0.0/8) or *, not {text!r}"
+            ) from None
+    return text
+
+
 def username(text: str) -> str:
-    if not USERNAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"a username is {USERNAME_RULE}, not {text!r}")
+    if not store.is_username(text):
+        raise argparse.ArgumentTypeError(f"a username is {store.USERNAME_RULE}, not {text!r}")
     return text
 
 
@@ -144,6 +166,29 @@ def build_parser() -> Parser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=port, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument(
+        "--workers",
+        type=count,
+        default=1,
+        metavar="N",
+        help="worker processes (default: 1). More than one needs LOGIN_LIMITS_STORAGE_URL=async+redis://..., so "
+        "that every worker counts the same logins; the cap on password hashes holds for the machine either way",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        type=trusted_addresses,
+        metavar="ADDRESSES",
+        help="the reverse proxy's addresses, separated by commas: only a request from one of them is taken to come "
+        "from the client its X-Forwarded-For names, so login limits count each client, not the proxy "
+        "(default: FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=count,
+        metavar="N",
+        help="connections and requests at once, per worker, beyond which uvicorn answers 503 (default: no limit); "
+        "keep it under the open-file limit (ulimit -n)",
+    )
     serve.set_defaults(run=run_serve)
 
     serve_resource = commands.add_parser(
@@ -213,7 +258,7 @@ def add_users_commands(commands) -> None:
         description="Manage the API's users in its database: the one DATABASE_URL names (any SQLAlchemy URL), or "
         f"else the SQLite file {store.DEFAULT_DATABASE_FILE.name} in the repository. The first use creates the "
         "tables and, in a database with no user yet, the demo users alice, bob and carol (unless DEMO_USERS=false: "
-        "set it for any real deployment). A username is " + USERNAME_RULE + ".",
+        "set it for any real deployment). A username is " + store.USERNAME_RULE + ".",
         epilog=USERS_EXIT_STATUS,
     )
     actions = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -658,6 +703,24 @@ def run_keys_prune(args) -> int:
     return 0
 
 
+def check_login_limits(settings, workers: int) -> None:
+    """Refuse, in one line, what would make the login limits or the hashing cap mean less than they say."""
+    throttle = LoginThrottle(settings.login_limits_storage_url)
+    if workers > 1 and not throttle.shared:
+        raise CommandLineError(
+            f"--workers {workers} with LOGIN_LIMITS_STORAGE_URL={settings.login_limits_storage_url}: each worker "
+            f"would count logins on its own ({workers} times the limits); set LOGIN_LIMITS_STORAGE_URL="
+            "async+redis://HOST:6379, or serve one worker"
+        )
+    anyio.run(throttle.check)
+    checks = PasswordChecks(settings.max_logins_waiting_to_hash, settings.max_logins_hashing_per_client)
+    checks.close()
+    if workers > 1 and not checks.shared:
+        raise CommandLineError(
+            f"--workers {workers}: this system has no flock, so each worker would hash passwords on its own; serve one"
+        )
+
+
 def run_serve(args) -> int:
     get_secret_key()
     settings = checked_settings()
@@ -665,9 +728,17 @@ def run_serve(args) -> int:
         pass
     if settings.jwt_algorithm in keys.ASYMMETRIC_ALGORITHMS:
         keys.KeySource(keys.key_dir_path(), settings.jwt_algorithm).ring()
+    check_login_limits(settings, args.workers)
     import uvicorn
 
-    uvicorn.run("lesson_code.service:app", host=args.host, port=args.port)
+    uvicorn.run(
+        "lesson_code.service:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        limit_concurrency=args.limit_concurrency,
+    )
     return 0
 
 
@@ -686,7 +757,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
-    except (CommandLineError, SecretKeyError, SettingsError, store.StoreError, keys.KeyStoreError) as error:
+    except (
+        CommandLineError,
+        SecretKeyError,
+        SettingsError,
+        store.StoreError,
+        keys.KeyStoreError,
+        LimitsUnavailable,
+    ) as error:
         say(f"error: {error}", sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:

@@ -199,24 +199,28 @@ def _check_owned_and_private(path: Path, info: os.stat_result, mode: int) -> Non
 
 def open_key_dir(path: Path, create: bool = True) -> Path:
     """The key directory, checked: a real directory (not a symbolic link), yours, 0700; made when missing."""
+    return open_private_dir(path, KEY_DIR_ENV_VAR, "the keys", create, "does not exist: no key has been made yet")
+
+
+def open_private_dir(
+    path: Path, setting: str, holds: str, create: bool = True, missing: str = "does not exist"
+) -> Path:
+    """path checked: a real directory (not a symbolic link), yours, 0700, made when missing (unless create is False);
+    KeyStoreError in one line otherwise, naming the setting that chooses the folder and what it holds."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         if not create:
-            raise _refuse(path, "does not exist: no key has been made yet") from None
+            raise _refuse(path, missing) from None
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass  # another process made it meanwhile
         except OSError as error:
-            raise _refuse(
-                path, f"cannot be made ({error.strerror}); set {KEY_DIR_ENV_VAR} to a writable place"
-            ) from None
+            raise _refuse(path, f"cannot be made ({error.strerror}); set {setting} to a writable place") from None
         info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
-        raise _refuse(
-            path, "is a symbolic link, so someone else may have chosen the keys; point JWT_KEY_DIR at a folder"
-        )
+        raise _refuse(path, f"is a symbolic link, so someone else may have chosen {holds}; point {setting} at a folder")
     if not stat.S_ISDIR(info.st_mode):
         raise _refuse(path, "is not a directory")
     _check_owned_and_private(path, info, 0o700)

@@ -1,4 +1,4 @@
-"""What guards the app from being worn down: failed-login limits, a cap on request bodies, security headers."""
+"""What guards the app from being worn down: login limits, a cap on request bodies, security headers."""
 
 import math
 import time
@@ -6,6 +6,7 @@ import time
 from fastapi import HTTPException, status
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -14,11 +15,41 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lesson_code.settings import Settings, get_settings
 
 
+class LimitsUnavailable(Exception):
+    """The login limits' storage cannot be reached or used; str() says which, in one line."""
+
+
 class LoginThrottle:
-    """Counts failed logins per account, per client address and per pair of both, each in a moving window."""
+    """Counts logins in moving windows: failed ones per account, per client address and per pair of both; every
+    password-grant attempt, whatever its outcome, per client and per account.
+
+    The counts live where LOGIN_LIMITS_STORAGE_URL says: this process's memory, or Redis, shared by every worker and
+    machine. A storage that cannot be reached raises limits.errors.StorageError: the caller refuses the login.
+    """
 
     def __init__(self, storage_url: str) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url))
+        try:
+            self.storage = storage_from_string(storage_url, wrap_exceptions=True)
+        except ConfigurationError as error:
+            raise LimitsUnavailable(f"LOGIN_LIMITS_STORAGE_URL {storage_url!r} cannot be used: {error}") from None
+        self.storage_url = storage_url
+        self.limiter = MovingWindowRateLimiter(self.storage)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the counts are shared between processes (Redis), not kept in this one's memory."""
+        return not self.storage_url.startswith("async+memory:")
+
+    async def check(self) -> None:
+        """LimitsUnavailable, in one line, when the storage does not answer (at start-up: fail early)."""
+        try:
+            answered = await self.storage.check()
+        except Exception as error:  # whatever the client library raises, the operator reads one line
+            answered, why = False, " ".join(str(error).split()) or type(error).__name__
+        else:
+            why = "it did not answer"
+        if not answered:
+            raise LimitsUnavailable(f"LOGIN_LIMITS_STORAGE_URL {self.storage_url!r} cannot be reached: {why}")
 
     @staticmethod
     def _limits(settings: Settings, username: str, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
@@ -28,24 +59,50 @@ class LoginThrottle:
             (parse(settings.login_failures_per_account_and_client), ("pair", client, username)),
         ]
 
+    @staticmethod
+    def _attempt_limits(settings: Settings, username: str, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+        return [
+            (parse(settings.login_attempts_per_client), ("attempts-client", client)),
+            (parse(settings.login_attempts_per_account), ("attempts-account", username)),
+        ]
+
+    async def _wait(self, limit: RateLimitItem, keys: tuple[str, ...]) -> int:
+        window = await self.limiter.get_window_stats(limit, *keys)
+        return max(1, math.ceil(window.reset_time - time.time()))
+
     async def seconds_to_wait(self, settings: Settings, username: str, client: str) -> int:
         """0 when one more failure is allowed, else the whole seconds until every full window has a free slot."""
         waits = [0]
         for limit, keys in self._limits(settings, username, client):
             if not await self.limiter.test(limit, *keys):
-                window = await self.limiter.get_window_stats(limit, *keys)
-                waits.append(max(1, math.ceil(window.reset_time - time.time())))
+                waits.append(await self._wait(limit, keys))
         return max(waits)
 
     async def record_failure(self, settings: Settings, username: str, client: str) -> None:
         for limit, keys in self._limits(settings, username, client):
             await self.limiter.hit(limit, *keys)
 
+    async def record_attempt(self, settings: Settings, username: str, client: str) -> int:
+        """Count one password-grant attempt: 0 when the client's and the account's limits allow it, else the whole
+        seconds until they do (an attempt over a limit is not counted in it)."""
+        for limit, keys in self._attempt_limits(settings, username, client):
+            if not await self.limiter.hit(limit, *keys):
+                return await self._wait(limit, keys)
+        return 0
+
 
 def too_many_failed_logins(wait: int) -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         detail=f"Too many failed logins: try again in {wait} seconds",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def too_many_logins(wait: int) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"Too many logins: try again in {wait} seconds",
         headers={"Retry-After": str(wait)},
     )
 

@@ -16,6 +16,7 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, Form, HTTPException, Path, Request, Response, Security, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
+from limits.errors import StorageError
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,10 +34,18 @@ from lesson_code.app import (
     client_address,
     get_login_throttle,
 )
+from lesson_code.hashing import BUSY_RETRY_SECONDS, HashingBusy, PasswordChecks
 from lesson_code.keys import JWKS_MAX_AGE_SECONDS, KeySource, KeyStoreError, SignedAccessTokens, key_dir_path
 from lesson_code.offline_docs import add_offline_docs
-from lesson_code.passwords import DUMMY_HASH, password_hash, verify_password
-from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders, too_many_failed_logins
+from lesson_code.passwords import DUMMY_HASH, password_hash
+from lesson_code.protection import (
+    LimitRequestBody,
+    LimitsUnavailable,
+    LoginThrottle,
+    SecurityHeaders,
+    too_many_failed_logins,
+    too_many_logins,
+)
 from lesson_code.sessions import AccessTokens, InvalidGrant, InvalidScope, Lifetimes, TokenPair
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import (
@@ -52,6 +61,11 @@ from lesson_code.tokens import SecretKeyError, TokenError, get_secret_key
 
 DATABASE_UNAVAILABLE = "The database is unavailable: try again later"
 DATABASE_RETRY_SECONDS = 5
+LIMITS_UNAVAILABLE = "Logins are paused: the login limits cannot be checked (try again later)"
+LIMITS_RETRY_SECONDS = 5
+HASHING_QUEUE_FULL = f"Too many logins at once: try again in {BUSY_RETRY_SECONDS} second"
+CLIENT_HASHING_FULL = f"Too many logins at once from your address: try again in {BUSY_RETRY_SECONDS} second"
+INCORRECT_LOGIN = "Incorrect username or password"
 UNAVAILABLE_RESPONSE = {
     status.HTTP_503_SERVICE_UNAVAILABLE: {
         "model": Message,
@@ -137,9 +151,15 @@ TOKEN_RESPONSES = {
         "description": "A refused refresh token, a scope that cannot be granted, a grant type other than password or "
         "refresh_token, a missing field (RFC 6749, section 5.2), or a body that cannot be parsed",
     },
+    status.HTTP_429_TOO_MANY_REQUESTS: {
+        "model": Message,
+        "description": "Too many failed logins, too many logins, or too many at once from this address",
+        "headers": RETRY_AFTER,
+    },
     status.HTTP_503_SERVICE_UNAVAILABLE: {
         "model": Message,
-        "description": "Too many logins waiting for password hashing, or the database is unavailable",
+        "description": "Too many logins waiting for password hashing, or the database or the login limits are "
+        "unavailable",
         "headers": RETRY_AFTER,
     },
 }
@@ -164,7 +184,7 @@ class StartupFailureInOneLine:
 
         async def send_one_line(message: ASGIMessage) -> None:
             error = sys.exc_info()[1]
-            one_line = (StoreError, SecretKeyError, SettingsError, KeyStoreError)
+            one_line = (StoreError, SecretKeyError, SettingsError, KeyStoreError, LimitsUnavailable)
             if message["type"] == "lifespan.startup.failed" and isinstance(error, one_line):
                 message = {**message, "message": str(error)}
             await send(message)
@@ -192,12 +212,15 @@ async def lifespan(app: FastAPI):
         await anyio.to_thread.run_sync(store.create_schema, engine)
         if settings.demo_users:
             await anyio.to_thread.run_sync(store.seed_demo_users, engine, password_hash.hash)
-        with closing(store.SessionCheck(engine)) as session_check:
-            throttle = LoginThrottle(settings.login_limits_storage_url)
+        throttle = LoginThrottle(settings.login_limits_storage_url)
+        await throttle.check()
+        checks = PasswordChecks(settings.max_logins_waiting_to_hash, settings.max_logins_hashing_per_client)
+        with closing(store.SessionCheck(engine)) as session_check, closing(checks):
             yield {
                 "engine": engine,
                 "session_check": session_check,
                 "login_throttle": throttle,
+                "password_checks": checks,
                 "access_tokens": access_tokens,
             }
     finally:
@@ -222,6 +245,14 @@ async def database_unavailable(request: Request, error: DatabaseUnavailable) -> 
     logger.error("%s %s: %s", request.method, request.url.path, error)
     headers = {"Retry-After": str(DATABASE_RETRY_SECONDS), **NO_STORE}  # /token's 503 too: nothing to be kept
     return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+
+
+@app.exception_handler(StorageError)
+async def limits_unavailable(request: Request, error: StorageError) -> JSONResponse:
+    """Fail closed: a login the limits cannot count could be one guess of millions."""
+    logger.error("%s %s: the login limits' storage failed: %s", request.method, request.url.path, error.storage_error)
+    headers = {"Retry-After": str(LIMITS_RETRY_SECONDS), **NO_STORE}
+    return JSONResponse({"detail": LIMITS_UNAVAILABLE}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 
 
 @app.exception_handler(OAuthErrorResponse)
@@ -298,9 +329,32 @@ async def get_current_user(
 CurrentUser = Annotated[UserPublic, Depends(get_current_user)]
 
 
-async def authenticate_user(engine: Engine, username: str, password: str, max_waiting: int) -> UserRecord | None:
+async def get_password_checks(request: Request) -> PasswordChecks:
+    return request.state.password_checks
+
+
+def incorrect_login() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED, detail=INCORRECT_LOGIN, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def hashing_busy(error: HashingBusy) -> HTTPException:
+    if error.per_client:
+        code, detail = status.HTTP_429_TOO_MANY_REQUESTS, CLIENT_HASHING_FULL
+    else:
+        code, detail = status.HTTP_503_SERVICE_UNAVAILABLE, HASHING_QUEUE_FULL
+    return HTTPException(status_code=code, detail=detail, headers={"Retry-After": str(BUSY_RETRY_SECONDS)})
+
+
+async def authenticate_user(
+    engine: Engine, username: str, password: str, checks: PasswordChecks, client: str
+) -> UserRecord | None:
     user = await anyio.to_thread.run_sync(store.get_user, engine, username)
-    verified = await verify_password(password, user.hashed_password if user else DUMMY_HASH, max_waiting)
+    try:
+        verified = await checks.verify(password, user.hashed_password if user else DUMMY_HASH, client)
+    except HashingBusy as error:
+        raise hashing_busy(error) from None
     return user if user and verified and not user.disabled else None
 
 
@@ -311,15 +365,25 @@ async def password_grant(
     lifetimes: Lifetimes,
     settings: Settings,
     throttle: LoginThrottle,
+    checks: PasswordChecks,
     client: str,
     access_tokens: AccessTokens | SignedAccessTokens,
 ) -> TokenPair:
+    """Log in. In this order, each refusal before any later work: a username no user can have (401, as a wrong
+    password, counted nowhere); too many failed logins (429); too many logins, whatever their outcome, from this
+    address or for this account (429, counted); no ticket to hash (503, or 429 for this address's share); then the
+    password is checked, and a failure is counted."""
     if form.username is None or form.password is None:
         raise OAuthErrorResponse("invalid_request", "The password grant needs username and password")
+    if not store.is_username(form.username):
+        raise incorrect_login()
     wait = await throttle.seconds_to_wait(settings, form.username, client)
     if wait:
         raise too_many_failed_logins(wait)
-    user = await authenticate_user(engine, form.username, form.password, settings.max_logins_waiting_to_hash)
+    wait = await throttle.record_attempt(settings, form.username, client)
+    if wait:
+        raise too_many_logins(wait)
+    user = await authenticate_user(engine, form.username, form.password, checks, client)
     if user is not None:
         try:
             scope = sessions.grant_scope(form.scope, user.scopes)
@@ -335,11 +399,7 @@ async def password_grant(
         except CredentialsChanged:
             pass
     await throttle.record_failure(settings, form.username, client)
-    raise HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="Incorrect username or password",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    raise incorrect_login()
 
 
 async def refresh_token_grant(
@@ -368,6 +428,7 @@ async def issue_tokens(
     lifetimes: Annotated[Lifetimes, Depends(get_lifetimes)],
     settings: Annotated[Settings, Depends(get_settings)],
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
+    checks: Annotated[PasswordChecks, Depends(get_password_checks)],
     client: Annotated[str, Depends(client_address)],
     access_tokens: AccessTokenFormat,
     response: Response,
@@ -375,7 +436,9 @@ async def issue_tokens(
     """Log in (grant_type=password, the default) or refresh (grant_type=refresh_token): RFC 6749, sections 4.3 and 6."""
     try:
         if form.grant_type in (None, "password"):
-            tokens = await password_grant(form, engine, now, lifetimes, settings, throttle, client, access_tokens)
+            tokens = await password_grant(
+                form, engine, now, lifetimes, settings, throttle, checks, client, access_tokens
+            )
         elif form.grant_type == "refresh_token":
             tokens = await refresh_token_grant(form, engine, now, lifetimes, access_tokens)
         else:

@@ -31,16 +31,32 @@ class Settings(BaseSettings):
         description="Failed logins allowed per (username, client address) pair. Lower than the per-account limit, "
         "so one address cannot lock an account out for everyone: that takes five addresses at once.",
     )
+    login_attempts_per_client: str = Field(
+        "60/minute",
+        description="Logins allowed per client address, whatever their outcome, in a moving window: one address "
+        "cannot spend the hashing capacity, nor start sessions without end, with a valid password either. 60 a "
+        "minute leaves two each to a class of 30 behind one NAT address.",
+    )
+    login_attempts_per_account: str = Field(
+        "30/minute",
+        description="Logins allowed per username, whatever their outcome, from all addresses together.",
+    )
     login_limits_storage_url: str = Field(
         "async+memory://",
-        description="Where failed logins are counted, as a URL of the limits library: async+memory:// in this "
-        "process, async+redis://host:6379 to share the counts between machines.",
+        description="Where logins are counted, as a URL of the limits library: async+memory:// in this process "
+        "(one worker only), async+redis://host:6379 to share the counts between workers and machines.",
     )
     max_logins_waiting_to_hash: int = Field(
         16,
         ge=0,
-        description="Logins allowed to wait for a password-hashing thread; one more is answered 503 at once. "
-        "16 hashes of about 40 ms each keep the wait under a second.",
+        description="Logins allowed to wait for a password-hashing thread, on this machine, all worker processes "
+        "together; one more is answered 503 at once. 16 hashes of about 40 ms each keep the wait under a second.",
+    )
+    max_logins_hashing_per_client: int = Field(
+        2,
+        ge=1,
+        description="Logins from one client address hashing or waiting to at once, per worker process; one more is "
+        "answered 429 at once, so a flood from one address leaves the queue to the others.",
     )
     request_body_max_bytes: int = Field(
         4096,
@@ -115,7 +131,13 @@ class Settings(BaseSettings):
         "when the database has no user yet: turn off for any real deployment.",
     )
 
-    @field_validator("login_failures_per_account", "login_failures_per_client", "login_failures_per_account_and_client")
+    @field_validator(
+        "login_failures_per_account",
+        "login_failures_per_client",
+        "login_failures_per_account_and_client",
+        "login_attempts_per_client",
+        "login_attempts_per_account",
+    )
     @classmethod
     def check_rate(cls, value: str) -> str:
         parse(value)

@@ -47,6 +47,9 @@ SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creati
 MAX_SESSIONS_PER_USER = 20  # live sessions a user may have; a login beyond them ends the oldest
 ENDED_SESSIONS_KEPT = timedelta(days=1)  # then a login deletes them; until then reuse detection still sees them
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 section 3.3
+# What a username may be: the store refuses any other, and a login naming another is refused before any work.
+USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+USERNAME_RULE = "1 to 64 characters: ASCII letters, digits and . _ - @"
 DEMO_USERS = (
     {"username": "alice", "password": "wonderland", "full_name": "Alice Liddell", "email": "alice@example.com"},
     {"username": "bob", "password": "builder", "full_name": "Bob the Builder", "email": "bob@example.com",
@@ -367,6 +370,11 @@ def seed_demo_users(engine: Engine, hash_password: Callable[[str], str], now: da
     return [user["username"] for user in demo_users]
 
 
+def is_username(text: str) -> bool:
+    """Whether text follows the username rule (USERNAME_RULE)."""
+    return USERNAME.fullmatch(text) is not None
+
+
 def normalise_scopes(scopes: str | Iterable[str], known: Mapping[str, str] | None = None) -> str:
     """Scopes as one space-separated string, each once, in the order given; refuses a malformed or unknown scope."""
     known = SCOPES if known is None else known
@@ -408,7 +416,9 @@ def add_user(
     disabled: bool = False,
     now: datetime | None = None,
 ) -> UserRecord:
-    """Add a user; UserExists when the name is taken."""
+    """Add a user; UserExists when the name is taken, StoreError when it breaks the username rule."""
+    if not is_username(username):
+        raise StoreError(f"a username is {USERNAME_RULE}, not {username!r}")
     user = UserRecord(
         username=username,
         hashed_password=hashed_password,
@@ -431,12 +441,20 @@ def _end_sessions_of(connection: Connection, username: str, now: datetime) -> in
     return connection.execute(statement.values(ended_at=now)).rowcount
 
 
-def _delete_old_sessions(connection: Connection, username: str, now: datetime) -> None:
+def _delete_old_sessions(connection: Connection, username: str, now: datetime, keep_ended: int) -> None:
+    """Delete the user's sessions over for more than ENDED_SESSIONS_KEPT, and the ended ones beyond the newest
+    keep_ended: a user has at most keep_ended ended sessions and max_sessions live ones, however often they log in."""
     over_before = now - ENDED_SESSIONS_KEPT
     mine = sessions.c.username == username
     connection.execute(sessions.delete().where(mine, sessions.c.ended_at < over_before))
     connection.execute(
         sessions.delete().where(mine, sessions.c.ended_at.is_(None), sessions.c.expires_at < over_before)
+    )
+    newest_ended = select(sessions.c.id).where(mine, sessions.c.ended_at.is_not(None))
+    newest_ended = newest_ended.order_by(sessions.c.ended_at.desc(), sessions.c.id.desc()).limit(keep_ended)
+    kept = newest_ended.subquery()
+    connection.execute(
+        sessions.delete().where(mine, sessions.c.ended_at.is_not(None), sessions.c.id.not_in(select(kept.c.id)))
     )
 
 
@@ -508,8 +526,9 @@ def start_session(
     The user is read under a lock that set_scopes, set_password and set_disabled wait for, so a change made while the
     password was being checked is not missed: ScopeNotHeld when the user does not hold every scope granted,
     UserDisabled when disabled, CredentialsChanged when the password hash is no longer verified_hash (the one the
-    login checked). Then the user's sessions over for more than ENDED_SESSIONS_KEPT are deleted, and the oldest live
-    ones beyond max_sessions end.
+    login checked). Then the oldest live sessions beyond max_sessions end, and the user's sessions over for more than
+    ENDED_SESSIONS_KEPT are deleted, and so are the ended ones beyond the newest max_sessions: however often a user
+    logs in, at most twice max_sessions rows are kept.
     """
     sid, refresh_jti = new_token_id(), new_token_id()
     expires_at = now + session_lifetime
@@ -534,9 +553,9 @@ def start_session(
                 raise CredentialsChanged(f"the password of {username!r} changed while the login checked it")
             if not set(scope.split()) <= set(user.scopes.split()):
                 raise ScopeNotHeld(f"user {username!r} does not hold every scope of {scope!r}")
-            _delete_old_sessions(connection, username, now)
             connection.execute(insert(sessions), row)
             _end_oldest_sessions(connection, username, now, max_sessions)
+            _delete_old_sessions(connection, username, now, max_sessions)
     except sa_exc.IntegrityError:
         raise UnknownUser(f"no user named {username!r}") from None
     return sid, refresh_jti

@@ -5,6 +5,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -429,12 +430,71 @@ def test_serve_runs_the_finished_service_with_uvicorn_on_a_ready_database(
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert run(capsys, "serve", "--host", "127.0.0.2", "--port", "8123") == (0, "", "")
-    assert calls == [(("lesson_code.service:app",), {"host": "127.0.0.2", "port": 8123})]
+    defaults = {"workers": 1, "forwarded_allow_ips": None, "limit_concurrency": None}
+    assert calls == [(("lesson_code.service:app",), {"host": "127.0.0.2", "port": 8123, **defaults})]
     engine = store.make_engine(f"sqlite:///{path}")
     try:
         assert [user.username for user in store.list_users(engine)] == ["alice", "bob", "carol"]
     finally:
         engine.dispose()
+
+
+def test_serve_passes_the_deployment_options_to_uvicorn(capsys, monkeypatch, tmp_path, fresh_settings):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lesson.db'}")
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    options = ["--forwarded-allow-ips", "10.0.0.5,192.168.0.0/16", "--limit-concurrency", "900"]
+    assert run(capsys, "serve", *options) == (0, "", "")
+    assert calls == [
+        {
+            "host": "127.0.0.1",
+            "port": 8000,
+            "workers": 1,
+            "forwarded_allow_ips": "10.0.0.5,192.168.0.0/16",
+            "limit_concurrency": 900,
+        }
+    ]
+
+
+def test_serve_refuses_several_workers_that_would_each_count_logins_alone(
+    capsys, monkeypatch, tmp_path, fresh_settings
+):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lesson.db'}")
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
+    assert run(capsys, "serve", "--workers", "2") == (
+        2,
+        "",
+        "error: --workers 2 with LOGIN_LIMITS_STORAGE_URL=async+memory://: each worker would count logins on its "
+        "own (2 times the limits); set LOGIN_LIMITS_STORAGE_URL=async+redis://HOST:6379, or serve one worker\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--workers", "0"], "argument --workers: expected a whole number from 1 to 100000, not '0'"),
+        (["--limit-concurrency", "many"], "argument --limit-concurrency: expected a whole number from 1 to 100000, "
+         "not 'many'"),
+        (["--forwarded-allow-ips", "proxy.example"], "argument --forwarded-allow-ips: expected addresses or networks "
+         "separated by commas (127.0.0.1,10.0.0.0/8) or *, not 'proxy.example'"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_a_bad_option_in_one_line(capsys, monkeypatch, options, line):
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
+    assert run(capsys, "serve", *options) == (2, "", f"error: {line} (see: python -m lesson_code --help)\n")
+
+
+def test_serve_refuses_a_login_limits_storage_that_does_not_answer(capsys, monkeypatch, tmp_path, fresh_settings):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'lesson.db'}")
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        url = f"async+redis://127.0.0.1:{unused.getsockname()[1]}"
+    monkeypatch.setenv("LOGIN_LIMITS_STORAGE_URL", url)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
+    status, out, err = run(capsys, "serve")
+    assert (status, out) == (2, "")
+    assert err.startswith(f"error: LOGIN_LIMITS_STORAGE_URL {url!r} cannot be reached: ")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize(

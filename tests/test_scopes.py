@@ -12,9 +12,9 @@ from conftest import argon2_hash
 from forge import ALICE, CAROL, EVERY_USER, FAR_FUTURE, OTHER_KEY, forge, tampered
 from sqlalchemy import update
 
-from lesson_code import service as service_module
 from lesson_code import store
 from lesson_code.cli import main as cli
+from lesson_code.hashing import PasswordChecks
 from lesson_code.service import CANNOT_DISABLE_YOURSELF, USER_NOT_FOUND
 from lesson_code.sessions import NO_SCOPE_HELD, REFRESH_TOKEN_REUSED, SCOPE_NOT_GRANTED, SESSION_ENDED
 from lesson_code.store import SCOPES
@@ -201,17 +201,17 @@ def test_the_password_is_checked_before_the_scope(service):
 
 
 def test_a_scope_taken_away_while_the_password_is_checked_is_not_granted(service, db, monkeypatch):
-    verify = service_module.verify_password
+    verify = PasswordChecks.verify
 
     async def verify_while_an_admin_takes_admin_away(*args):
         verified = await verify(*args)
         store.set_scopes(db.engine, "carol", "me")
         return verified
 
-    monkeypatch.setattr(service_module, "verify_password", verify_while_an_admin_takes_admin_away)
+    monkeypatch.setattr(PasswordChecks, "verify", verify_while_an_admin_takes_admin_away)
     assert_oauth_error(login(service, "carol", "admin"), "invalid_scope", NO_SCOPE_HELD)
     assert live_sessions(db, "carol") == []
-    monkeypatch.setattr(service_module, "verify_password", verify)
+    monkeypatch.setattr(PasswordChecks, "verify", verify)
     assert tokens_for(service, "carol", "me admin")["scope"] == "me"
 
 

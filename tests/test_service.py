@@ -5,7 +5,6 @@ Every test that touches the store runs twice: on SQLite and on a real PostgreSQL
 
 import threading
 from datetime import timedelta
-from types import SimpleNamespace
 
 import jwt as pyjwt
 import pytest
@@ -13,11 +12,12 @@ from conftest import argon2_hash
 from forge import ALICE, FAR_FUTURE, forge
 
 from lesson_code import passwords, sessions, store
-from lesson_code import service as service_module
+from lesson_code.hashing import PasswordChecks
 from lesson_code.service import app, current_time
 from lesson_code.sessions import INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED
 from lesson_code.settings import SettingsError
 from lesson_code.tokens import create_access_token, get_secret_key
+from tests.utils.hashing import holding_every_ticket
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
 WRONG = {"detail": "Incorrect username or password"}
@@ -436,8 +436,8 @@ def test_the_loops_session_check_sees_a_logout_on_the_very_next_request(service)
     )
 
 
-def test_login_protections_hold(start_service, monkeypatch):
-    client = start_service(login_failures_per_account="2/hour")
+def test_login_protections_hold(start_service, tmp_path):
+    client = start_service(login_failures_per_account="2/hour", hashing_lock_dir=tmp_path / "hashing")
     for _ in range(2):
         assert login(client, "alice", "guess").json() == WRONG
     throttled = login(client)
@@ -447,10 +447,12 @@ def test_login_protections_hold(start_service, monkeypatch):
     }
     too_large = client.post("/token", data={"username": "carol", "password": "w" * 5000})
     assert (too_large.status_code, too_large.json()) == (413, {"detail": "Request body is larger than 4096 bytes"})
-    statistics = SimpleNamespace(borrowed_tokens=1, total_tokens=1, tasks_waiting=16)
-    monkeypatch.setattr(passwords, "HASHING_LIMITER", SimpleNamespace(statistics=lambda: statistics))
-    busy = login(client, "carol", "tea-party")
+    with holding_every_ticket(tmp_path / "hashing") as held:
+        busy = login(client, "carol", "tea-party")
+    assert held == passwords.HASHING_LIMITER.total_tokens + 16  # the hashing threads, and MAX_LOGINS_WAITING_TO_HASH
     assert (busy.status_code, busy.json()) == (503, {"detail": "Too many logins at once: try again in 1 second"})
+    assert busy.headers["retry-after"] == "1"
+    assert login(client, "carol", "tea-party").status_code == 200
 
 
 def test_the_openapi_schema(service):
@@ -530,7 +532,7 @@ def live_sessions_of(db, username):
 def test_a_login_racing_a_password_change_or_a_disable_gets_the_same_401_and_no_session(
     service, db, monkeypatch, change
 ):
-    verify = service_module.verify_password
+    verify = PasswordChecks.verify
 
     async def verify_while_an_admin_acts(*args):
         verified = await verify(*args)
@@ -540,13 +542,13 @@ def test_a_login_racing_a_password_change_or_a_disable_gets_the_same_401_and_no_
             store.set_disabled(db.engine, "carol", True)
         return verified
 
-    monkeypatch.setattr(service_module, "verify_password", verify_while_an_admin_acts)
+    monkeypatch.setattr(PasswordChecks, "verify", verify_while_an_admin_acts)
     response = login(service, "carol", "tea-party")
     assert (response.status_code, response.json()) == (401, WRONG)
     assert response.headers["www-authenticate"] == "Bearer"
     assert headers_of(response, NO_STORE) == NO_STORE
     assert live_sessions_of(db, "carol") == []
-    monkeypatch.setattr(service_module, "verify_password", verify)
+    monkeypatch.setattr(PasswordChecks, "verify", verify)
     assert (login(service, "carol", "tea-party").status_code, login(service, "carol", "tea-party").json()) == (
         401,
         WRONG,
@@ -583,17 +585,15 @@ def test_the_service_refuses_to_start_with_an_absurd_setting(start_service, name
     assert str(caught.value) == line
 
 
-def test_every_token_endpoint_error_is_not_to_be_stored(start_service, db, monkeypatch):
-    client = start_service(login_failures_per_account="1/hour")
+def test_every_token_endpoint_error_is_not_to_be_stored(start_service, db, tmp_path):
+    client = start_service(login_failures_per_account="1/hour", hashing_lock_dir=tmp_path / "hashing")
     wrong = login(client, "alice", "guess")
     throttled = login(client)
     assert [(response.status_code, headers_of(response, NO_STORE)) for response in (wrong, throttled)] == [
         (401, NO_STORE),
         (429, NO_STORE),
     ]
-    statistics = SimpleNamespace(borrowed_tokens=1, total_tokens=1, tasks_waiting=16)
-    with monkeypatch.context() as busy_hashing:
-        busy_hashing.setattr(passwords, "HASHING_LIMITER", SimpleNamespace(statistics=lambda: statistics))
+    with holding_every_ticket(tmp_path / "hashing"):
         busy = login(client, "carol", "tea-party")
     assert (busy.status_code, headers_of(busy, NO_STORE)) == (503, NO_STORE)
     tokens = tokens_for(client, "carol", "tea-party")

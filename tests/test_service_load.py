@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import httpx
 import jwt as pyjwt
+import pytest
+from conftest import serving_the_service
 from forge import ALICE, CAROL, EVERY_USER, tampered
 
 from lesson_code.tokens import create_access_token, get_secret_key
@@ -105,6 +107,14 @@ async def hammer(base_url: str, calls: dict) -> Counter:
     shares = [plan[n::CLIENTS] for n in range(CLIENTS)]
     results = await asyncio.gather(*(one_client(base_url, calls, share) for share in shares))
     return sum(results, Counter())
+
+
+@pytest.fixture
+def service_server(db):
+    """The service, its 16 clients all on 127.0.0.1 standing for 16 addresses: each may have its login in flight at
+    once (an address's share of the hashing queue is 2 by default; test_login_floods tests that share)."""
+    with serving_the_service(db.url, max_logins_hashing_per_client=CLIENTS) as base_url:
+        yield base_url
 
 
 def test_every_route_under_load_answers_exactly_and_never_5xx(service_server):

@@ -706,8 +706,26 @@ def test_beyond_the_cap_a_login_ends_the_users_oldest_live_sessions(engine: Engi
     assert store.active_session_user(engine, carols, last) == CAROL
 
     newest, _ = store.start_session(engine, "alice", "me", last + timedelta(seconds=1), max_sessions=2)
-    live = [sid for sid in alices + [newest] if session_row(engine, sid).ended_at is None]
-    assert live == [alices[-1], newest]
+    kept = {sid: store.get_session(engine, sid) for sid in alices + [newest]}
+    assert [sid for sid, session in kept.items() if session and session.ended_at is None] == [alices[-1], newest]
+
+
+def test_a_login_flood_keeps_at_most_twice_the_cap_of_rows_a_user(engine: Engine) -> None:
+    """Every login beyond the cap ends the oldest live session; the ended ones beyond the newest max_sessions are
+    deleted at once, not a day later: 200 logins leave 4 rows with max_sessions=2, the 2 live and the 2 ended last."""
+    sids = [
+        store.start_session(engine, "alice", "me", NOW + timedelta(seconds=n), max_sessions=2)[0] for n in range(200)
+    ]
+    with engine.connect() as connection:
+        rows = connection.execute(select(store.sessions.c.id, store.sessions.c.ended_at)).all()
+    assert sorted(rows, key=lambda row: sids.index(row.id)) == [
+        (sids[196], NOW + timedelta(seconds=198)),
+        (sids[197], NOW + timedelta(seconds=199)),
+        (sids[198], None),
+        (sids[199], None),
+    ]
+    reused = store.rotate_refresh(engine, sids[0], "spent", store.new_token_id(), NOW + timedelta(seconds=200))
+    assert reused.outcome is store.Rotation.UNKNOWN  # deleted: its refresh token is refused all the same
 
 
 def _per_user_session_statements(engine: Engine, calls: Callable[[], object]) -> list[tuple[str, object]]:
@@ -742,7 +760,7 @@ def test_the_per_user_session_queries_use_an_index(engine: Engine) -> None:
         engine,
         lambda: (store.start_session(engine, "alice", "me", later), store.end_user_sessions(engine, "alice", later)),
     )
-    assert [statement.split()[0] for statement, _ in statements] == ["DELETE", "DELETE", "UPDATE", "UPDATE"]
+    assert [statement.split()[0] for statement, _ in statements] == ["UPDATE", "DELETE", "DELETE", "DELETE", "UPDATE"]
     for statement, parameters in statements:
         plan = _query_plan(engine, statement, parameters)
         assert "ix_sessions_username_ended_at" in plan, (statement, plan)

@@ -103,8 +103,13 @@ def kid_of(tokens: dict) -> str:
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 def test_every_worker_signs_with_a_rotated_key_within_seconds_and_still_accepts_the_old_one(db: Database, tmp_path):
     key_dir = tmp_path / "keys"
-    env = child_environment(
-        DATABASE_URL=db.url, JWT_ALGORITHM="ES256", JWT_KEY_DIR=str(key_dir), MAX_SESSIONS_PER_USER="1000"
+    env = child_environment(  # alice logs in non-stop until both workers sign with the new key: no limit stops her
+        DATABASE_URL=db.url,
+        JWT_ALGORITHM="ES256",
+        JWT_KEY_DIR=str(key_dir),
+        MAX_SESSIONS_PER_USER="1000",
+        LOGIN_ATTEMPTS_PER_CLIENT="100000/minute",
+        LOGIN_ATTEMPTS_PER_ACCOUNT="100000/minute",
     )
     with uvicorn_process(APP, env, tmp_path, workers=2) as base_url:
         before = log_in(base_url)
