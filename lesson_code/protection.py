@@ -2,6 +2,7 @@
 
 import math
 import time
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import HTTPException, status
 from limits import RateLimitItem, parse
@@ -13,6 +14,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lesson_code.settings import Settings, get_settings
+
+REDIS_TIMEOUT_SECONDS = 1.0  # a login whose limits Redis does not answer within it gets 503
 
 
 class LimitsUnavailable(Exception):
@@ -28,8 +31,12 @@ class LoginThrottle:
     """
 
     def __init__(self, storage_url: str) -> None:
+        # coredis waits for ever by default: a Redis that hangs (frozen, or a network that drops packets) would hold
+        # every login. The URL may set its own (?stream_timeout=...&connect_timeout=...).
+        query = parse_qs(urlsplit(storage_url).query)
+        timeouts = {name: REDIS_TIMEOUT_SECONDS for name in ("stream_timeout", "connect_timeout") if name not in query}
         try:
-            self.storage = storage_from_string(storage_url, wrap_exceptions=True)
+            self.storage = storage_from_string(storage_url, wrap_exceptions=True, **timeouts)
         except ConfigurationError as error:
             raise LimitsUnavailable(f"LOGIN_LIMITS_STORAGE_URL {storage_url!r} cannot be used: {error}") from None
         self.storage_url = storage_url

@@ -35,9 +35,9 @@ def find_bin_dir() -> Path | None:
 
 
 def skip_or_fail(reason: str) -> None:
-    """Skip locally; under CI (the CI variable set) fail, because there the PostgreSQL tests must run."""
+    """Skip locally; under CI (the CI variable set) fail, because there every test must run."""
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}: CI must run the PostgreSQL tests", pytrace=False)
+        pytest.fail(f"{reason}: CI must run every test", pytrace=False)
     pytest.skip(reason)
 
 
