@@ -7,19 +7,21 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
+from lesson_code.http_common import (
+    BODY_TOO_LARGE_RESPONSE,
+    NO_STORE,
+    RETRY_AFTER,
+    SECURITY_HEADERS,
+    LimitRequestBody,
+    Message,
+    SecurityHeaders,
+    client_address,
+)
 from lesson_code.offline_docs import add_offline_docs
-from lesson_code.passwords import DUMMY_HASH, verify_password
-from lesson_code.protection import LimitRequestBody, LoginThrottle, SecurityHeaders, too_many_failed_logins
+from lesson_code.passwords import HashingQueueFull, dummy_hash, verify_password
+from lesson_code.protection import LoginThrottle, too_many_failed_logins
 from lesson_code.settings import Settings, get_settings
 from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_secret_key
-
-# RFC 6749 section 5.1: no cache may keep a response that holds a token.
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
-}
 
 users_db = {
     "alice": {
@@ -44,10 +46,6 @@ class Token(BaseModel):
     token_type: str
 
 
-class Message(BaseModel):
-    detail: str
-
-
 class User(BaseModel):
     username: str
     email: str | None = None
@@ -60,10 +58,6 @@ class UserInDB(User):
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token")
-RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait", "schema": {"type": "integer"}}}
-BODY_TOO_LARGE_RESPONSE = {
-    status.HTTP_413_CONTENT_TOO_LARGE: {"model": Message, "description": "Request body larger than the limit"}
-}
 LOGIN_RESPONSES = {
     status.HTTP_400_BAD_REQUEST: {"model": Message, "description": "Body that cannot be parsed"},
     status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Incorrect username or password"},
@@ -93,7 +87,7 @@ async def lifespan(app: FastAPI):
 
 
 app = FastAPI(title="JWT lesson API", lifespan=lifespan, docs_url=None, redoc_url=None)
-app.add_middleware(LimitRequestBody)
+app.add_middleware(LimitRequestBody, max_bytes=lambda: get_settings().request_body_max_bytes)
 app.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
 add_offline_docs(app)
 
@@ -106,16 +100,19 @@ def get_user(username: str) -> UserInDB | None:
 
 async def authenticate_user(username: str, password: str, max_waiting: int) -> UserInDB | None:
     user = get_user(username)
-    verified = await verify_password(password, user.hashed_password if user else DUMMY_HASH, max_waiting)
+    try:
+        verified = await verify_password(password, user.hashed_password if user else dummy_hash(), max_waiting)
+    except HashingQueueFull as busy:
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=str(busy),
+            headers={"Retry-After": str(busy.retry_after)},
+        ) from None
     return user if user and verified and not user.disabled else None
 
 
 def get_login_throttle(request: Request) -> LoginThrottle:
     return request.state.login_throttle
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 async def get_current_user(token: Annotated[str, Depends(oauth2_scheme)]) -> UserInDB:

@@ -20,7 +20,7 @@ from lesson_code import keys, store
 from lesson_code.hashing import PasswordChecks
 from lesson_code.passwords import password_hash
 from lesson_code.protection import LimitsUnavailable, LoginThrottle
-from lesson_code.settings import SettingsError, checked_settings
+from lesson_code.settings import DEFAULT_DATABASE_FILE, SettingsError, checked_settings
 from lesson_code.tokens import (
     ALGORITHM,
     MAX_TOKEN_LENGTH,
@@ -256,7 +256,7 @@ def add_users_commands(commands) -> None:
         "users",
         help="manage users, their passwords, scopes and sessions",
         description="Manage the API's users in its database: the one DATABASE_URL names (any SQLAlchemy URL), or "
-        f"else the SQLite file {store.DEFAULT_DATABASE_FILE.name} in the repository. The first use creates the "
+        f"else the SQLite file {DEFAULT_DATABASE_FILE.name} in the repository. The first use creates the "
         "tables and, in a database with no user yet, the demo users alice, bob and carol (unless DEMO_USERS=false: "
         "set it for any real deployment). A username is " + store.USERNAME_RULE + ".",
         epilog=USERS_EXIT_STATUS,
@@ -486,14 +486,14 @@ def judge_with_key_folder(token: str, header: dict) -> int:
 
 
 @contextmanager
-def open_database(url: str | None = None) -> Iterator[Engine]:
-    """The store's engine, with its tables, and the demo users in a database with no user (unless DEMO_USERS is
-    off, as the service does); disposed afterwards."""
-    demo_users = checked_settings().demo_users
-    engine = store.make_engine(url, pool_size=1)
+def open_database() -> Iterator[Engine]:
+    """The store's engine on DATABASE_URL, with its tables, and the demo users in a database with no user (unless
+    DEMO_USERS is off, as the service does); disposed afterwards."""
+    settings = checked_settings()
+    engine = store.make_engine(settings.database_url, pool_size=1)
     try:
         store.create_schema(engine)
-        if demo_users:
+        if settings.demo_users:
             store.seed_demo_users(engine, password_hash.hash)
         yield engine
     finally:
@@ -724,7 +724,7 @@ def check_login_limits(settings, workers: int) -> None:
 def run_serve(args) -> int:
     get_secret_key()
     settings = checked_settings()
-    with open_database(settings.database_url):
+    with open_database():
         pass
     if settings.jwt_algorithm in keys.ASYMMETRIC_ALGORITHMS:
         keys.KeySource(keys.key_dir_path(), settings.jwt_algorithm).ring()

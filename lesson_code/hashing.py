@@ -24,7 +24,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 
 from lesson_code.keys import KeyStoreError, open_private_dir
-from lesson_code.passwords import HASHING_LIMITER, password_hash
+from lesson_code.passwords import HASHING_LIMITER, HashingQueueFull, password_hash
 
 try:
     import fcntl
@@ -32,13 +32,14 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK_DIR_ENV_VAR = "HASHING_LOCK_DIR"
-BUSY_RETRY_SECONDS = 1
+BUSY_RETRY_SECONDS = HashingQueueFull.retry_after
 
 
-class HashingBusy(Exception):
+class HashingBusy(HashingQueueFull):
     """No ticket for this login: the machine's queue is full, or (per_client) this address already holds its share."""
 
     def __init__(self, per_client: bool) -> None:
+        super().__init__()
         self.per_client = per_client
 
 

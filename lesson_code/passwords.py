@@ -1,11 +1,14 @@
-"""Password hashing for the app: Argon2id, in worker threads, a few at a time, never on the event loop."""
+"""Password hashing for the app: Argon2id, in worker threads, a few at a time, never on the event loop.
 
+pwdlib and anyio only; nothing is hashed at import (the dummy hash is made on first use).
+"""
+
+import functools
 import os
 import secrets
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import HTTPException, status
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -13,8 +16,16 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 password_hash = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19456, parallelism=1),))
 # Hashing is slow on purpose: keep a core free for everything else, however many people log in at once.
 HASHING_LIMITER = CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
-DUMMY_HASH = password_hash.hash(secrets.token_urlsafe(16))
 HASHING_BUSY_RETRY_SECONDS = 1
+
+
+class HashingQueueFull(Exception):
+    """Too many logins already wait to be hashed: refuse this one at once (an app answers 503 with Retry-After)."""
+
+    retry_after = HASHING_BUSY_RETRY_SECONDS
+
+    def __str__(self) -> str:
+        return f"Too many logins at once: try again in {self.retry_after} second"
 
 
 def hashing_queue_full(max_waiting: int) -> bool:
@@ -24,9 +35,11 @@ def hashing_queue_full(max_waiting: int) -> bool:
 
 async def verify_password(password: str, hashed_password: str, max_waiting: int) -> bool:
     if hashing_queue_full(max_waiting):
-        raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"Too many logins at once: try again in {HASHING_BUSY_RETRY_SECONDS} second",
-            headers={"Retry-After": str(HASHING_BUSY_RETRY_SECONDS)},
-        )
+        raise HashingQueueFull()
     return await anyio.to_thread.run_sync(password_hash.verify, password, hashed_password, limiter=HASHING_LIMITER)
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """The hash of a random password thrown away at once: what a login naming no user is checked against."""
+    return password_hash.hash(secrets.token_urlsafe(16))

@@ -1,7 +1,10 @@
-"""What guards the app from being worn down: login limits, a cap on request bodies, security headers."""
+"""Login limits: failed logins, and every login attempt, counted in moving windows (the limits library), in this
+process's memory or in Redis; and the 429 answers that say how long to wait. The limits are given by the caller (an
+object with the five attributes of LoginLimits: the app's settings, say)."""
 
 import math
 import time
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import HTTPException, status
@@ -9,13 +12,18 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from lesson_code.settings import Settings, get_settings
 
 REDIS_TIMEOUT_SECONDS = 1.0  # a login whose limits Redis does not answer within it gets 503
+
+
+class LoginLimits(Protocol):
+    """The limits LoginThrottle counts against, each a rate of the limits library ("20/hour")."""
+
+    login_failures_per_account: str
+    login_failures_per_client: str
+    login_failures_per_account_and_client: str
+    login_attempts_per_client: str
+    login_attempts_per_account: str
 
 
 class LimitsUnavailable(Exception):
@@ -59,7 +67,7 @@ class LoginThrottle:
             raise LimitsUnavailable(f"LOGIN_LIMITS_STORAGE_URL {self.storage_url!r} cannot be reached: {why}")
 
     @staticmethod
-    def _limits(settings: Settings, username: str, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+    def _limits(settings: LoginLimits, username: str, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
         return [
             (parse(settings.login_failures_per_account), ("account", username)),
             (parse(settings.login_failures_per_client), ("client", client)),
@@ -67,7 +75,9 @@ class LoginThrottle:
         ]
 
     @staticmethod
-    def _attempt_limits(settings: Settings, username: str, client: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
+    def _attempt_limits(
+        settings: LoginLimits, username: str, client: str
+    ) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
         return [
             (parse(settings.login_attempts_per_client), ("attempts-client", client)),
             (parse(settings.login_attempts_per_account), ("attempts-account", username)),
@@ -77,7 +87,7 @@ class LoginThrottle:
         window = await self.limiter.get_window_stats(limit, *keys)
         return max(1, math.ceil(window.reset_time - time.time()))
 
-    async def seconds_to_wait(self, settings: Settings, username: str, client: str) -> int:
+    async def seconds_to_wait(self, settings: LoginLimits, username: str, client: str) -> int:
         """0 when one more failure is allowed, else the whole seconds until every full window has a free slot."""
         waits = [0]
         for limit, keys in self._limits(settings, username, client):
@@ -85,11 +95,11 @@ class LoginThrottle:
                 waits.append(await self._wait(limit, keys))
         return max(waits)
 
-    async def record_failure(self, settings: Settings, username: str, client: str) -> None:
+    async def record_failure(self, settings: LoginLimits, username: str, client: str) -> None:
         for limit, keys in self._limits(settings, username, client):
             await self.limiter.hit(limit, *keys)
 
-    async def record_attempt(self, settings: Settings, username: str, client: str) -> int:
+    async def record_attempt(self, settings: LoginLimits, username: str, client: str) -> int:
         """Count one password-grant attempt: 0 when the client's and the account's limits allow it, else the whole
         seconds until they do (an attempt over a limit is not counted in it)."""
         for limit, keys in self._attempt_limits(settings, username, client):
@@ -112,77 +122,3 @@ def too_many_logins(wait: int) -> HTTPException:
         detail=f"Too many logins: try again in {wait} seconds",
         headers={"Retry-After": str(wait)},
     )
-
-
-def body_too_large(max_bytes: int) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_413_CONTENT_TOO_LARGE, detail=f"Request body is larger than {max_bytes} bytes"
-    )
-
-
-def declared_charset(content_type: str) -> str | None:
-    """The charset parameter of a Content-Type header, lower-cased, or None."""
-    for parameter in content_type.split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            return value.strip().strip('"').lower()
-    return None
-
-
-class LimitRequestBody:
-    """Answers 413 for a body over the limit: at once from Content-Length, else as soon as the count passes it.
-
-    A body in another charset than UTF-8 gets 415: decoded as, say, unicode_escape, a form field can hold text that
-    no database, hash or JSON answer can encode.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        max_bytes = get_settings().request_body_max_bytes
-        headers = Headers(scope=scope)
-        charset = declared_charset(headers.get("content-type", ""))
-        if charset not in (None, "utf-8", "utf8"):
-            detail = f"Request bodies must be UTF-8, not {charset[:40]}"
-            await JSONResponse({"detail": detail}, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)(scope, receive, send)
-            return
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            error = body_too_large(max_bytes)
-            await JSONResponse({"detail": error.detail}, error.status_code)(scope, receive, send)
-            return
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > max_bytes:
-                raise body_too_large(max_bytes)
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-class SecurityHeaders:
-    """Adds the same headers to every response."""
-
-    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
-        self.app = app
-        self.headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

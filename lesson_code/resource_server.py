@@ -32,11 +32,19 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from pydantic import BaseModel
 
-from lesson_code.app import BODY_TOO_LARGE_RESPONSE, NO_STORE, RETRY_AFTER, Message
+from lesson_code.http_common import (
+    BODY_TOO_LARGE_RESPONSE,
+    INSUFFICIENT_SCOPE_RESPONSE,
+    NO_STORE,
+    RETRY_AFTER,
+    Message,
+    credentials_exception,
+    hardened_app,
+    insufficient_scope,
+)
 from lesson_code.keys import decode_signed_token, usable_keys
-from lesson_code.service import INSUFFICIENT_SCOPE_RESPONSE, credentials_exception, hardened_app, insufficient_scope
+from lesson_code.scopes import SCOPES
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
-from lesson_code.store import SCOPES
 from lesson_code.tokens import TokenError, expires_at, get_unverified_header
 
 MAX_JWKS_BYTES = 64 * 1024
@@ -234,7 +242,9 @@ async def lifespan(app: FastAPI):
         yield {"jwks_cache": JwksCache(url, client, settings.jwks_refetch_seconds)}  # nothing fetched before needed
 
 
-app = hardened_app("JWT lesson resource server", lifespan)
+app = hardened_app(
+    "JWT lesson resource server", lifespan, lambda: get_settings().request_body_max_bytes, (SettingsError,)
+)
 
 
 @app.exception_handler(KeysUnavailable)

@@ -1,12 +1,12 @@
 """The finished service: users and sessions in SQL, refresh tokens that rotate, logout and revocation that work, and
 scopes that say what a token may do (403 insufficient_scope when it may not, RFC 6750 section 3.1).
 
-Notebook 04's app (app.py) keeps its users in a dict; this one reuses its pieces and adds the store (store.py) and
-the session flows (sessions.py). Serve it with `python -m lesson_code serve` or `uvicorn lesson_code.service:app`.
+Notebook 04's app (app.py) keeps its users in a dict; this one is made of the same pieces (http_common.py,
+protection.py, tokens.py) and adds the store (store.py), the session flows (sessions.py) and the machine-wide
+password checks (hashing.py). Serve it with `python -m lesson_code serve` or `uvicorn lesson_code.service:app`.
 """
 
 import logging
-import sys
 from contextlib import asynccontextmanager, closing
 from datetime import datetime, timedelta
 from functools import partial
@@ -19,33 +19,23 @@ from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from limits.errors import StorageError
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.types import Message as ASGIMessage
 
 from lesson_code import sessions, store
-from lesson_code.app import (
+from lesson_code.hashing import BUSY_RETRY_SECONDS, HashingBusy, PasswordChecks
+from lesson_code.http_common import (
     BODY_TOO_LARGE_RESPONSE,
-    LOGIN_RESPONSES,
+    INSUFFICIENT_SCOPE_RESPONSE,
     NO_STORE,
     RETRY_AFTER,
-    SECURITY_HEADERS,
     Message,
-    User,
     client_address,
-    get_login_throttle,
+    credentials_exception,
+    hardened_app,
+    insufficient_scope,
 )
-from lesson_code.hashing import BUSY_RETRY_SECONDS, HashingBusy, PasswordChecks
 from lesson_code.keys import JWKS_MAX_AGE_SECONDS, KeySource, KeyStoreError, SignedAccessTokens, key_dir_path
-from lesson_code.offline_docs import add_offline_docs
-from lesson_code.passwords import DUMMY_HASH, password_hash
-from lesson_code.protection import (
-    LimitRequestBody,
-    LimitsUnavailable,
-    LoginThrottle,
-    SecurityHeaders,
-    too_many_failed_logins,
-    too_many_logins,
-)
+from lesson_code.passwords import dummy_hash, password_hash
+from lesson_code.protection import LimitsUnavailable, LoginThrottle, too_many_failed_logins, too_many_logins
 from lesson_code.sessions import AccessTokens, InvalidGrant, InvalidScope, Lifetimes, TokenPair
 from lesson_code.settings import Settings, SettingsError, checked_settings, get_settings
 from lesson_code.store import (
@@ -78,18 +68,6 @@ SESSION_RESPONSES = {
     **BODY_TOO_LARGE_RESPONSE,
     **UNAVAILABLE_RESPONSE,
 }
-INSUFFICIENT_SCOPE_RESPONSE = {
-    status.HTTP_403_FORBIDDEN: {
-        "model": Message,
-        "description": "A valid token without the scope this route needs (RFC 6750, section 3.1)",
-        "headers": {
-            "WWW-Authenticate": {
-                "description": 'Bearer error="insufficient_scope", scope="<the scope needed>"',
-                "schema": {"type": "string"},
-            }
-        },
-    }
-}
 SCOPED_RESPONSES = {**SESSION_RESPONSES, **INSUFFICIENT_SCOPE_RESPONSE}
 DISABLE_RESPONSES = {
     **SCOPED_RESPONSES,
@@ -102,6 +80,17 @@ USER_NOT_FOUND = "No such user"
 CANNOT_DISABLE_YOURSELF = "You cannot disable yourself: ask another admin"
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", scopes=SCOPES)
 logger = logging.getLogger(__name__)
+# A bad database, secret, setting, key folder or limits storage stops start-up with its one line, not a traceback.
+ONE_LINE_ERRORS = (StoreError, SecretKeyError, SettingsError, KeyStoreError, LimitsUnavailable)
+
+
+class User(BaseModel):
+    """What /users/me answers: the user, without scopes or password hash."""
+
+    username: str
+    email: str | None = None
+    full_name: str | None = None
+    disabled: bool | None = None
 
 
 class OAuthError(BaseModel):
@@ -145,7 +134,8 @@ class OAuthErrorResponse(Exception):
 
 
 TOKEN_RESPONSES = {
-    **LOGIN_RESPONSES,
+    status.HTTP_401_UNAUTHORIZED: {"model": Message, "description": "Incorrect username or password"},
+    **BODY_TOO_LARGE_RESPONSE,
     status.HTTP_400_BAD_REQUEST: {
         "model": OAuthError | Message,
         "description": "A refused refresh token, a scope that cannot be granted, a grant type other than password or "
@@ -169,27 +159,6 @@ REVOKE_RESPONSES = {
     **BODY_TOO_LARGE_RESPONSE,
     **UNAVAILABLE_RESPONSE,
 }
-
-
-class StartupFailureInOneLine:
-    """uvicorn prints what a failed start-up reports: for a bad database or secret, its one line, not a traceback."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_one_line(message: ASGIMessage) -> None:
-            error = sys.exc_info()[1]
-            one_line = (StoreError, SecretKeyError, SettingsError, KeyStoreError, LimitsUnavailable)
-            if message["type"] == "lifespan.startup.failed" and isinstance(error, one_line):
-                message = {**message, "message": str(error)}
-            await send(message)
-
-        await self.app(scope, receive, send_one_line)
 
 
 def access_tokens_for(settings: Settings) -> AccessTokens | SignedAccessTokens:
@@ -227,17 +196,7 @@ async def lifespan(app: FastAPI):
         engine.dispose()
 
 
-def hardened_app(title: str, lifespan) -> FastAPI:
-    """An app with the body cap, the security headers, start-up failures in one line, and /docs served offline."""
-    made = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None)
-    made.add_middleware(LimitRequestBody)
-    made.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
-    made.add_middleware(StartupFailureInOneLine)
-    add_offline_docs(made)
-    return made
-
-
-app = hardened_app("JWT lesson service", lifespan)
+app = hardened_app("JWT lesson service", lifespan, lambda: get_settings().request_body_max_bytes, ONE_LINE_ERRORS)
 
 
 @app.exception_handler(DatabaseUnavailable)
@@ -259,14 +218,6 @@ async def limits_unavailable(request: Request, error: StorageError) -> JSONRespo
 async def oauth_error(request: Request, error: OAuthErrorResponse) -> JSONResponse:
     body = OAuthError(error=error.error, error_description=error.description)
     return JSONResponse(body.model_dump(), status.HTTP_400_BAD_REQUEST, headers=NO_STORE)
-
-
-def credentials_exception() -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="Could not validate credentials",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
 
 
 async def get_engine(request: Request) -> Engine:
@@ -306,14 +257,6 @@ async def get_access_claims(token: Annotated[str, Depends(oauth2_scheme)], acces
 AccessClaims = Annotated[dict, Depends(get_access_claims)]
 
 
-def insufficient_scope(security_scopes: SecurityScopes) -> HTTPException:
-    return HTTPException(
-        status_code=status.HTTP_403_FORBIDDEN,
-        detail=f"Not enough permissions: this needs the scope {security_scopes.scope_str}",
-        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{security_scopes.scope_str}"'},
-    )
-
-
 async def get_current_user(
     security_scopes: SecurityScopes, claims: AccessClaims, request: Request, now: Now
 ) -> UserPublic:
@@ -327,6 +270,10 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[UserPublic, Depends(get_current_user)]
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.state.login_throttle
 
 
 async def get_password_checks(request: Request) -> PasswordChecks:
@@ -352,7 +299,7 @@ async def authenticate_user(
 ) -> UserRecord | None:
     user = await anyio.to_thread.run_sync(store.get_user, engine, username)
     try:
-        verified = await checks.verify(password, user.hashed_password if user else DUMMY_HASH, client)
+        verified = await checks.verify(password, user.hashed_password if user else dummy_hash(), client)
     except HashingBusy as error:
         raise hashing_busy(error) from None
     return user if user and verified and not user.disabled else None

@@ -1,14 +1,16 @@
 """The app's limits, read once from environment variables (FastAPI's "Settings and Environment Variables" pattern)."""
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from limits import parse
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
-from lesson_code.store import MAX_SESSIONS_PER_USER, default_database_url
 from lesson_code.tokens import ACCESS_TOKEN_EXPIRE_MINUTES
+
+DEFAULT_DATABASE_FILE = Path(__file__).resolve().parent.parent / "lesson.db"  # at the repository's root, git-ignored
 
 
 class SettingsError(ValueError):
@@ -64,7 +66,7 @@ class Settings(BaseSettings):
         description="Largest request body accepted; a larger one is answered 413 before it is read.",
     )
     database_url: str = Field(
-        default_factory=default_database_url,
+        f"sqlite:///{DEFAULT_DATABASE_FILE}",
         description="Where users and sessions are kept, as an SQLAlchemy URL: sqlite:///path/lesson.db, or "
         "postgresql://user@host/name (psycopg 3). Unset: SQLite in lesson.db at the repository's root.",
     )
@@ -90,7 +92,7 @@ class Settings(BaseSettings):
         "Up to 3650 days.",
     )
     max_sessions_per_user: int = Field(
-        MAX_SESSIONS_PER_USER,
+        20,
         ge=1,
         description="Live sessions one user may have (devices, browsers); a login beyond them ends the oldest.",
     )

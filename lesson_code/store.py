@@ -1,7 +1,7 @@
 """Users and sessions in SQL: SQLModel declares the tables, SQLAlchemy Core runs the queries of every request.
 
 SQLite in a file by default (lesson.db next to lesson_code/), any SQLAlchemy URL otherwise (PostgreSQL through
-psycopg 3). Every function takes the engine; only default_database_url() reads the environment.
+psycopg 3). Every function takes the engine, and make_engine the URL: nothing here reads the environment.
 """
 
 import enum
@@ -27,13 +27,12 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-DATABASE_URL_ENV_VAR = "DATABASE_URL"
-DEFAULT_DATABASE_FILE = Path(__file__).resolve().parent.parent / "lesson.db"
+from lesson_code.scopes import SCOPE_TOKEN, SCOPES  # the store refuses any other scope
+
+DATABASE_URL_ENV_VAR = "DATABASE_URL"  # named in errors: the setting an operator changes
 REFRESH_LIFETIME = timedelta(days=7)
 SESSION_LIFETIME = timedelta(days=30)
 DEFAULT_SCOPES = "me"
-# Every scope the API knows, declared once: /docs shows these in its Authorize dialog, the store refuses any other.
-SCOPES = {"me": "Read your own profile", "admin": "Manage users: list them, disable them"}
 POOL_SIZE = 40  # SQLite: as many connections as FastAPI has worker threads (anyio's default), none opened per request
 # PostgreSQL: at most 10 + 10 connections a process, so two workers, the CLI and psql stay well inside PostgreSQL's
 # default max_connections (100); a request that waits POOL_TIMEOUT_SECONDS for a connection is answered 503.
@@ -46,7 +45,6 @@ WAL_RETRY_SECONDS = 0.01
 SCHEMA_LOCK_ID = 710_062_026  # any number: PostgreSQL workers take turns creating the schema and seeding
 MAX_SESSIONS_PER_USER = 20  # live sessions a user may have; a login beyond them ends the oldest
 ENDED_SESSIONS_KEPT = timedelta(days=1)  # then a login deletes them; until then reuse detection still sees them
-SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 section 3.3
 # What a username may be: the store refuses any other, and a login naming another is refused before any work.
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 USERNAME_RULE = "1 to 64 characters: ASCII letters, digits and . _ - @"
@@ -208,11 +206,6 @@ SESSION_AFTER_ROTATION = (
 )
 
 
-def default_database_url() -> str:
-    """DATABASE_URL from the environment, else SQLite in lesson.db at the repository's root."""
-    return os.environ.get(DATABASE_URL_ENV_VAR) or f"sqlite:///{DEFAULT_DATABASE_FILE}"
-
-
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     _use_wal(dbapi_connection)
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
@@ -271,16 +264,14 @@ def _create_engine(url: str, pool_size: int | None, lock_timeout: float) -> Engi
     )
 
 
-def make_engine(
-    url: str | None = None, pool_size: int | None = None, lock_timeout: float = LOCK_TIMEOUT_SECONDS
-) -> Engine:
+def make_engine(url: str, pool_size: int | None = None, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Engine:
     """An engine with a pool of kept-open connections (POOL_SIZE on SQLite, POSTGRESQL_POOL_SIZE otherwise, unless
     pool_size is given); SQLite in WAL mode with foreign keys and a busy timeout, its file made 0600.
 
     DatabaseUnavailable, in one line, for a URL that cannot be parsed or names a driver or argument that cannot be used.
     """
     try:
-        return _create_engine(url or default_database_url(), pool_size, lock_timeout)
+        return _create_engine(url, pool_size, lock_timeout)
     except (sa_exc.ArgumentError, ImportError, ValueError, TypeError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise DatabaseUnavailable(

@@ -17,8 +17,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, select
 
 from lesson_code import hashing, store
-from lesson_code.app import client_address
 from lesson_code.hashing import HashingBusy, PasswordChecks
+from lesson_code.http_common import client_address
 from lesson_code.service import app
 from tests.utils.hashing import holding_every_ticket
 

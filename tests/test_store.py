@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 
 from lesson_code import store
+from lesson_code.settings import Settings
 from lesson_code.store import Rotation, RotationResult, UserPublic
 from tests.utils import postgres
 from tests.utils.databases import Database
@@ -565,12 +566,13 @@ def test_start_up_failure_is_one_clear_line(case: str, tmp_path: Path, request: 
     assert str(caught.value) == expected
 
 
-def test_default_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_database_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    assert store.default_database_url() == f"sqlite:///{REPO_ROOT / 'lesson.db'}"
+    assert Settings().database_url == f"sqlite:///{REPO_ROOT / 'lesson.db'}"
     monkeypatch.setenv("DATABASE_URL", "postgresql://app@db.internal/lessons")
-    assert store.default_database_url() == "postgresql://app@db.internal/lessons"
-    assert store.make_engine().url.render_as_string() == "postgresql+psycopg://app@db.internal/lessons"
+    assert Settings().database_url == "postgresql://app@db.internal/lessons"
+    engine = store.make_engine(Settings().database_url)
+    assert engine.url.render_as_string() == "postgresql+psycopg://app@db.internal/lessons"
 
 
 def test_in_memory_sqlite_is_one_database_for_every_thread() -> None:

@@ -4,8 +4,7 @@ The copy answers what /users/me answers for alice, with no token and no database
 bench.py measures what the per-request session check costs. Serve with DATABASE_URL and JWT_SECRET_KEY set.
 """
 
-from lesson_code.app import User
-from lesson_code.service import app
+from lesson_code.service import User, app
 
 ALICE = User(username="alice", full_name="Alice Liddell", email="alice@example.com", disabled=False)
 
