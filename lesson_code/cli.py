@@ -16,7 +16,7 @@ from jose import jws
 from jose.exceptions import JOSEError
 from sqlalchemy import Engine
 
-from lesson_code import keys, store
+from lesson_code import jwks_verify, keys, store
 from lesson_code.hashing import PasswordChecks
 from lesson_code.passwords import password_hash
 from lesson_code.protection import LimitsUnavailable, LoginThrottle
@@ -477,7 +477,7 @@ def judge_with_key_folder(token: str, header: dict) -> int:
         except (JOSEError, RecursionError) as error:
             say(f"Signature: not valid with key {public_jwk['kid']} of {directory} ({str(error).rstrip('.')})")
     try:
-        keys.decode_signed_token(token, live, settings.jwt_issuer, settings.jwt_audience)
+        jwks_verify.decode_signed_token(token, live, settings.jwt_issuer, settings.jwt_audience)
     except TokenError as error:
         say(f"Accepted:  no, {error}")
         return NOT_ACCEPTED
@@ -743,9 +743,7 @@ def run_serve(args) -> int:
 
 
 def run_serve_resource(args) -> int:
-    from lesson_code.resource_server import check_jwks_url
-
-    check_jwks_url(checked_settings().jwks_location)
+    jwks_verify.check_jwks_url(checked_settings().jwks_location)
     import uvicorn
 
     uvicorn.run("lesson_code.resource_server:app", host=args.host, port=args.port)
@@ -764,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         store.StoreError,
         keys.KeyStoreError,
         LimitsUnavailable,
+        jwks_verify.JwksUrlError,
     ) as error:
         say(f"error: {error}", sys.stderr)
         return BAD_INPUT

@@ -39,30 +39,22 @@ from jose import jwk, jwt
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
-from lesson_code.tokens import (
-    CLAIM_CHECKS,
-    LEEWAY_SECONDS,
-    TokenError,
-    _check_no_critical_extensions,
-    _check_payload_encoded,
-    _check_signature_spelling,
-    _check_type,
-    _reason,
-    get_unverified_header,
-    secret_file_path,
+from lesson_code.jwks_verify import (
+    ASYMMETRIC_ALGORITHMS,
+    KEY_TYPES,
+    PUBLIC_MEMBERS,
+    check_strength,
+    decode_signed_token,
 )
+from lesson_code.tokens import LEEWAY_SECONDS, secret_file_path
 
 KEY_DIR_ENV_VAR = "JWT_KEY_DIR"
 KEY_DIR_NAME = ".jwt_keys"
-ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
 RSA_KEY_BITS = 2048  # what a new RS256 key gets
 THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}  # RFC 7638 section 3.2
-PUBLIC_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "RSA": ("kty", "n", "e")}
-KEY_TYPES = {"ES256": "EC", "RS256": "RSA"}
 MAX_KEY_FILE_BYTES = 16 * 1024
 LIFETIME_FILE = ".longest-token-seconds"  # the longest token lifetime any server has used with this folder
 MAX_CLOCK_AHEAD = timedelta(days=1)  # a key made later than this from now says a clock is wrong
-RSA_MIN_BITS = 2048  # RFC 7518 section 3.3: an RS256 key of fewer bits is refused
 CHECK_EVERY_SECONDS = 1.0  # how often a running server looks for a rotated key: one listdir() of a small folder
 # A new key signs this long after it is made. Every worker publishes it within CHECK_EVERY_SECONDS, and no copy of
 # the key set may be kept longer than JWKS_MAX_AGE_SECONDS (Cache-Control), nor refetched for an unknown kid less
@@ -275,22 +267,12 @@ def read_key_file(path: Path) -> SigningKey:
             raise ValueError("it holds no private key")
         if private_jwk.get("kid") != thumbprint(private_jwk) or path.name != f"{private_jwk['kid']}.json":
             raise ValueError("its kid is not its thumbprint, or not its file name")
-        _check_strength(private_jwk)
+        check_strength(private_jwk)
         jwk.construct(private_jwk, private_jwk["alg"])
     except (ValueError, KeyError, TypeError, AttributeError, JOSEError, RecursionError) as error:
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} {error}"
         raise _refuse(path, f"is not a key file made by this code ({reason}); move it away") from None
     return SigningKey(private_jwk, created.astimezone(timezone.utc))
-
-
-def _check_strength(public_jwk: Mapping) -> None:
-    """ES256 on P-256 only (RFC 7518 section 3.4); RS256 with a modulus of RSA_MIN_BITS or more (section 3.3)."""
-    if public_jwk["alg"] == "ES256" and public_jwk.get("crv") != "P-256":
-        raise ValueError(f"ES256 needs the curve P-256, not {public_jwk.get('crv')!r}")
-    if public_jwk["alg"] == "RS256":
-        modulus = base64.urlsafe_b64decode(public_jwk["n"] + "=" * (-len(public_jwk["n"]) % 4)).lstrip(b"\0")
-        if len(modulus) * 8 < RSA_MIN_BITS:
-            raise ValueError(f"RS256 needs a modulus of {RSA_MIN_BITS} bits or more")
 
 
 def load_keys(directory: Path, create: bool = False) -> KeyRing | None:
@@ -458,100 +440,9 @@ class KeySource:
             self._names, self._ring = names, ring
 
 
-def _pinned_to_key(header: dict, keys: Mapping[str, dict]) -> dict:
-    if "kid" not in header:
-        raise TokenError("token names no key (kid)")
-    kid = header["kid"]
-    if not isinstance(kid, str):
-        raise TokenError("kid must be a string")
-    public_jwk = keys.get(kid)
-    if public_jwk is None:
-        raise TokenError("token names a key (kid) this service does not know")
-    if header.get("alg") != public_jwk.get("alg"):
-        raise TokenError(f"algorithm {header.get('alg')!r} is not the one of key {kid!r} ({public_jwk.get('alg')!r})")
-    return public_jwk
-
-
-def _check_issuer(claims: dict, issuer: str) -> None:
-    if claims.get("iss") != issuer:
-        raise TokenError(f"issuer (iss) {claims.get('iss')!r} is not {issuer!r}")
-
-
-def _check_audience(claims: dict, audience: str) -> None:
-    named = claims.get("aud")
-    if isinstance(named, str):
-        named = [named]
-    if not isinstance(named, list) or not all(isinstance(name, str) for name in named):
-        raise TokenError("audience (aud) is missing, or not a string or a list of strings")
-    if audience not in named:
-        raise TokenError(f"audience (aud) does not name this API ({audience!r})")
-
-
-HEADER_CHECKS = (_check_type, _check_no_critical_extensions, _check_payload_encoded)
-
-
-@lru_cache(maxsize=64)
-def _verifying_key(public_json: str) -> Key:
-    public_jwk = json.loads(public_json)
-    return jwk.construct(public_jwk, public_jwk["alg"])
-
-
 @lru_cache(maxsize=16)
 def _private_key(key: SigningKey) -> Key:
     return jwk.construct(key.jwk, key.algorithm)
-
-
-def decode_signed_token(
-    token: str, keys: Mapping[str, dict], issuer: str, audience: str, now: float | None = None
-) -> dict:
-    """The claims of a valid access token signed with the key its kid names, among keys (public JWKs by kid), with
-    that key's own algorithm, for this issuer and audience; TokenError saying why not."""
-    header = get_unverified_header(token)
-    public_jwk = _pinned_to_key(header, keys)
-    for rule in HEADER_CHECKS:
-        rule(header)
-    _check_signature_spelling(token)
-    options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False}
-    try:
-        verifying_key = _verifying_key(json.dumps(public_jwk, sort_keys=True))
-        claims = jwt.decode(token, verifying_key, algorithms=[public_jwk["alg"]], options=options)
-    except (JOSEError, RecursionError) as error:
-        raise TokenError(_reason(error)) from None
-    except (TypeError, ValueError, OverflowError, KeyError):
-        raise TokenError("claims are not readable") from None
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        raise TokenError("sub must be a non-empty string")
-    seconds = datetime.now(timezone.utc).timestamp() if now is None else now
-    for rule in CLAIM_CHECKS:
-        rule(claims, seconds)
-    _check_issuer(claims, issuer)
-    _check_audience(claims, audience)
-    return claims
-
-
-def usable_keys(jwks: object) -> dict[str, dict]:
-    """The signing keys of a JWK Set that a verifier can use, by kid: those naming a string kid, an algorithm of
-    ASYMMETRIC_ALGORITHMS that fits their kty and strength (P-256, RSA of 2048 bits or more), and no use other than
-    sig. The others are left out; of each key, only its public members are kept."""
-    found = {}
-    for candidate in jwks.get("keys", []) if isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) else []:
-        if not isinstance(candidate, dict) or not isinstance(candidate.get("kid"), str):
-            continue
-        algorithm = candidate.get("alg")
-        if algorithm not in ASYMMETRIC_ALGORITHMS or candidate.get("kty") != KEY_TYPES[algorithm]:
-            continue
-        if candidate.get("use", "sig") != "sig" or not all(
-            isinstance(candidate.get(name), str) for name in PUBLIC_MEMBERS[candidate["kty"]]
-        ):
-            continue
-        public_jwk = {name: candidate[name] for name in PUBLIC_MEMBERS[candidate["kty"]]}
-        public_jwk |= {"kid": candidate["kid"], "alg": algorithm}
-        try:
-            _check_strength(public_jwk)
-        except ValueError:  # binascii.Error included: an n that is not base64url
-            continue
-        found[candidate["kid"]] = public_jwk
-    return found
 
 
 class SignedAccessTokens:

@@ -27,9 +27,9 @@ from lesson_code.tokens import (
     CLAIM_CHECKS,
     HEADER_CHECKS,
     TokenError,
-    _check_signature_spelling,
-    _check_type,
     _verify_signature_and_read,
+    check_signature_spelling,
+    check_type,
     create_access_token,
     decode_access_token,
     get_signing_key,
@@ -92,8 +92,8 @@ def _check_refresh_type(header: dict) -> None:
         raise TokenError(f"typ must be {REFRESH_TOKEN_TYPE!r}, not {header.get('typ')!r}")
 
 
-# tokens.HEADER_CHECKS holds an access token's own typ rule (_check_type): a refresh token takes its own instead.
-REFRESH_HEADER_CHECKS = (*(rule for rule in HEADER_CHECKS if rule is not _check_type), _check_refresh_type)
+# tokens.HEADER_CHECKS holds an access token's own typ rule (check_type): a refresh token takes its own instead.
+REFRESH_HEADER_CHECKS = (*(rule for rule in HEADER_CHECKS if rule is not check_type), _check_refresh_type)
 
 
 def _require_text(claims: dict, *names: str) -> None:
@@ -107,7 +107,7 @@ def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     header = get_unverified_header(token)
     for rule in REFRESH_HEADER_CHECKS:
         rule(header)
-    _check_signature_spelling(token)
+    check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
     seconds = (now or datetime.now(timezone.utc)).timestamp()
     for rule in CLAIM_CHECKS:

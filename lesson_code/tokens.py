@@ -232,7 +232,12 @@ def _hmac_key(secret: str) -> Key:
 
 
 def create_access_token(data: dict, expires_delta: timedelta | None = None) -> str:
-    """A signed token holding data, iat and exp (15 minutes from now unless expires_delta says otherwise)."""
+    """A signed token holding data, iat and exp (15 minutes from now unless expires_delta says otherwise).
+
+    ValueError for data whose sub is missing or not a string: decode_access_token would refuse every such token.
+    """
+    if not isinstance(data.get("sub"), str):
+        raise ValueError(f"sub must be a string, not {type(data.get('sub')).__name__}: the token would be refused")
     if expires_delta is None:
         expires_delta = timedelta(minutes=ACCESS_TOKEN_EXPIRE_MINUTES)
     now = datetime.now(timezone.utc)
@@ -241,7 +246,8 @@ def create_access_token(data: dict, expires_delta: timedelta | None = None) -> s
     return jwt.encode(to_encode, get_signing_key(), algorithm=ALGORITHM)
 
 
-def _check_shape(token: str) -> None:
+def check_shape(token: str) -> None:
+    """TokenError unless token is text of at most MAX_TOKEN_LENGTH characters, three base64url parts."""
     if not isinstance(token, str):
         raise TokenError(f"a token is text, not {type(token).__name__}")
     if len(token) > MAX_TOKEN_LENGTH:
@@ -252,55 +258,56 @@ def _check_shape(token: str) -> None:
 
 def get_unverified_header(token: str) -> dict:
     """The token's header, read WITHOUT checking the signature: for display only."""
-    _check_shape(token)
+    check_shape(token)
     try:
         return jwt.get_unverified_header(token)
     except (JOSEError, RecursionError) as error:
-        raise TokenError(f"header is not readable: {_reason(error)}") from None
+        raise TokenError(f"header is not readable: {error_reason(error)}") from None
 
 
 def get_unverified_claims(token: str) -> dict:
     """The token's claims, read WITHOUT checking the signature: for display only."""
-    _check_shape(token)
+    check_shape(token)
     try:
         return jwt.get_unverified_claims(token)
     except (JOSEError, RecursionError) as error:
-        raise TokenError(f"payload is not readable: {_reason(error)}") from None
+        raise TokenError(f"payload is not readable: {error_reason(error)}") from None
 
 
-def _reason(error: Exception) -> str:
+def error_reason(error: Exception) -> str:
+    """What python-jose's error (or a RecursionError) says, as one line for a TokenError."""
     if isinstance(error, RecursionError):
         return "JSON nested too deeply"
     return str(error).rstrip(".")
 
 
-def _check_algorithm(header: dict) -> None:
+def check_algorithm(header: dict) -> None:
     algorithm = header.get("alg")
     if algorithm != ALGORITHM:
         raise TokenError(f"algorithm {algorithm!r} is not allowed, only {ALGORITHM!r}")
 
 
-def _check_type(header: dict) -> None:
+def check_type(header: dict) -> None:
     if header.get("typ", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
         raise TokenError(f"typ {header['typ']!r} is not an access token's ({ACCESS_TOKEN_TYPE!r})")
 
 
-def _check_no_critical_extensions(header: dict) -> None:
+def check_no_critical_extensions(header: dict) -> None:
     if "crit" in header:
         raise TokenError("header names critical extensions (crit), which are not supported")
 
 
-def _check_payload_encoded(header: dict) -> None:
+def check_payload_encoded(header: dict) -> None:
     if header.get("b64", True) is not True:
         raise TokenError("unencoded payloads (b64 other than true) are not supported")
 
 
-def _check_key_id(header: dict) -> None:
+def check_key_id(header: dict) -> None:
     if "kid" in header and not isinstance(header["kid"], str):
         raise TokenError("kid must be a string")
 
 
-def _check_signature_spelling(token: str) -> None:
+def check_signature_spelling(token: str) -> None:
     signature = token.rpartition(".")[2]
     try:
         raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
@@ -315,12 +322,13 @@ def _verify_signature_and_read(token: str) -> dict:
     try:
         return jwt.decode(token, get_signing_key(), algorithms=[ALGORITHM], options=options)
     except (JOSEError, RecursionError) as error:
-        raise TokenError(_reason(error)) from None
+        raise TokenError(error_reason(error)) from None
     except (TypeError, ValueError, OverflowError):
         raise TokenError("claims are not readable") from None
 
 
-def _numeric_date(claims: dict, name: str) -> float | None:
+def numeric_date(claims: dict, name: str) -> float | None:
+    """The claim name as seconds since the epoch (None when absent); TokenError unless a finite JSON number."""
     if name not in claims:
         return None
     value = claims[name]
@@ -329,44 +337,46 @@ def _numeric_date(claims: dict, name: str) -> float | None:
     return value
 
 
-def _check_exp_present(claims: dict, now: float) -> None:
+def check_exp_present(claims: dict, now: float) -> None:
     if "exp" not in claims:
         raise TokenError('missing required key "exp" among claims')
 
 
-def _check_numeric_dates(claims: dict, now: float) -> None:
+def check_numeric_dates(claims: dict, now: float) -> None:
     for name in NUMERIC_DATES:
-        _numeric_date(claims, name)
+        numeric_date(claims, name)
 
 
-def _check_not_expired(claims: dict, now: float) -> None:
+def check_not_expired(claims: dict, now: float) -> None:
     if claims["exp"] < now - LEEWAY_SECONDS:
         raise TokenError("token has expired")
 
 
-def _check_not_before(claims: dict, now: float) -> None:
+def check_not_before(claims: dict, now: float) -> None:
     if "nbf" in claims and claims["nbf"] > now + LEEWAY_SECONDS:
         raise TokenError("token is not valid yet (nbf)")
 
 
-def _check_issued_in_the_past(claims: dict, now: float) -> None:
+def check_issued_in_the_past(claims: dict, now: float) -> None:
     if "iat" in claims and claims["iat"] > now + LEEWAY_SECONDS:
         raise TokenError("token was issued in the future (iat)")
 
 
+# The rules, each raising TokenError or returning None: public, so that every kind of token (refresh tokens in
+# sessions.py, ES256 and RS256 tokens in jwks_verify.py) is checked by the same code.
 HEADER_CHECKS = (
-    _check_algorithm,
-    _check_type,
-    _check_no_critical_extensions,
-    _check_payload_encoded,
-    _check_key_id,
+    check_algorithm,
+    check_type,
+    check_no_critical_extensions,
+    check_payload_encoded,
+    check_key_id,
 )
 CLAIM_CHECKS = (
-    _check_exp_present,
-    _check_numeric_dates,
-    _check_not_expired,
-    _check_not_before,
-    _check_issued_in_the_past,
+    check_exp_present,
+    check_numeric_dates,
+    check_not_expired,
+    check_not_before,
+    check_issued_in_the_past,
 )
 
 
@@ -375,7 +385,7 @@ def decode_access_token(token: str) -> dict:
     header = get_unverified_header(token)
     for rule in HEADER_CHECKS:
         rule(header)
-    _check_signature_spelling(token)
+    check_signature_spelling(token)
     claims = _verify_signature_and_read(token)
     now = datetime.now(timezone.utc).timestamp()
     for rule in CLAIM_CHECKS:
@@ -388,7 +398,7 @@ def expires_at(claims: dict) -> datetime | None:
     if "exp" not in claims:
         return None
     try:
-        return datetime.fromtimestamp(_numeric_date(claims, "exp"), tz=timezone.utc)
+        return datetime.fromtimestamp(numeric_date(claims, "exp"), tz=timezone.utc)
     except (TokenError, ValueError, OverflowError, OSError):
         raise TokenError(f"exp is not a time: {claims['exp']!r}") from None
 

@@ -17,7 +17,7 @@ from jose import jwt as jose_jwt
 from jose.exceptions import JWKError, JWTError
 from joserfc.jwk import ECKey, RSAKey
 
-from lesson_code import keys, tokens
+from lesson_code import jwks_verify, keys, tokens
 from lesson_code.keys import KeyRing, KeySource, KeyState, KeyStoreError, SignedAccessTokens, SigningKey
 from lesson_code.tokens import LEEWAY_SECONDS, TokenError
 from tests.forge import FAR_FUTURE, b64url, forge, respelled
@@ -72,7 +72,7 @@ def header_for(key: SigningKey, **changes) -> dict:
 
 
 def decoded(token: str, *signing_keys: SigningKey) -> dict:
-    return keys.decode_signed_token(token, by_kid(*signing_keys), ISSUER, AUDIENCE)
+    return jwks_verify.decode_signed_token(token, by_kid(*signing_keys), ISSUER, AUDIENCE)
 
 
 def refusal(token: str, *signing_keys: SigningKey) -> str:
@@ -603,7 +603,7 @@ def test_a_token_from_signed_access_tokens_is_accepted_by_decode_signed_token(ke
         "aud": AUDIENCE,
     }
     assert claims["exp"] - claims["iat"] == LONGEST.total_seconds()
-    assert keys.decode_signed_token(token, signed_tokens.public_keys(), ISSUER, AUDIENCE) == claims
+    assert jwks_verify.decode_signed_token(token, signed_tokens.public_keys(), ISSUER, AUDIENCE) == claims
 
 
 def test_signed_access_tokens_honour_an_expires_delta_of_zero(key_dir):
@@ -738,9 +738,9 @@ def test_a_token_expired_only_within_the_leeway_is_still_accepted(es256):
     k1 = es256[0]
     now = 2_000_000_000
     token = signed_with(k1, header_for(k1), {**CLAIMS, "exp": now - LEEWAY_SECONDS})
-    assert keys.decode_signed_token(token, by_kid(k1), ISSUER, AUDIENCE, now=now)["exp"] == now - LEEWAY_SECONDS
+    assert jwks_verify.decode_signed_token(token, by_kid(k1), ISSUER, AUDIENCE, now=now)["exp"] == now - LEEWAY_SECONDS
     with pytest.raises(TokenError, match="^token has expired$"):
-        keys.decode_signed_token(token, by_kid(k1), ISSUER, AUDIENCE, now=now + 1)
+        jwks_verify.decode_signed_token(token, by_kid(k1), ISSUER, AUDIENCE, now=now + 1)
 
 
 def test_a_non_canonical_spelling_of_the_signature_is_refused(es256):
@@ -791,13 +791,13 @@ def test_a_key_set_of_mixed_key_types_makes_python_jose_raise_jwkerror_and_ours_
         jose_jwt.decode(good, mixed, algorithms=["ES256"], audience=AUDIENCE, issuer=ISSUER)
     assert not isinstance(caught.value, JWTError)  # a handler catching JWTError alone would answer 500
     assert str(caught.value) == "Incorrect key type. Expected: 'EC', Received: RSA"
-    ours = keys.usable_keys(mixed)
-    assert keys.decode_signed_token(good, ours, ISSUER, AUDIENCE) == CLAIMS
+    ours = jwks_verify.usable_keys(mixed)
+    assert jwks_verify.decode_signed_token(good, ours, ISSUER, AUDIENCE) == CLAIMS
     with pytest.raises(TokenError) as refused:
-        keys.decode_signed_token(signed_with(k2, header_for(k1), CLAIMS), ours, ISSUER, AUDIENCE)
+        jwks_verify.decode_signed_token(signed_with(k2, header_for(k1), CLAIMS), ours, ISSUER, AUDIENCE)
     assert str(refused.value) == "Signature verification failed"
     with pytest.raises(TokenError) as refused:
-        keys.decode_signed_token(signed_with(k1, header_for(rs256, alg="ES256"), CLAIMS), ours, ISSUER, AUDIENCE)
+        jwks_verify.decode_signed_token(signed_with(k1, header_for(rs256, alg="ES256"), CLAIMS), ours, ISSUER, AUDIENCE)
     assert str(refused.value) == f"algorithm 'ES256' is not the one of key {rs256.kid!r} ('RS256')"
 
 
@@ -832,7 +832,7 @@ def test_algorithm_confusion_with_the_public_key_in_der_form(es256, key_dir):
 
     expected = f"algorithm 'HS256' is not the one of key {issuer_key.kid!r} ('ES256')"
     with pytest.raises(TokenError) as caught:
-        keys.decode_signed_token(forged, by_kid(issuer_key), ISSUER, AUDIENCE)
+        jwks_verify.decode_signed_token(forged, by_kid(issuer_key), ISSUER, AUDIENCE)
     assert str(caught.value) == expected
     with pytest.raises(TokenError) as caught:
         SignedAccessTokens(source, ISSUER, AUDIENCE, LONGEST).decode(forged)
@@ -848,11 +848,11 @@ def test_algorithm_confusion_with_the_public_key_in_der_form(es256, key_dir):
 def test_usable_keys_keeps_signing_keys_by_kid_with_their_public_members_only(es256, rs256):
     k1 = es256[0]
     fetched = {"keys": [k1.jwk, {**rs256.jwk, "use": "sig", "key_ops": ["verify"], "x5c": ["MIIB"]}]}
-    assert keys.usable_keys(fetched) == {
+    assert jwks_verify.usable_keys(fetched) == {
         k1.kid: {"kty": "EC", "crv": "P-256", "x": k1.jwk["x"], "y": k1.jwk["y"], "kid": k1.kid, "alg": "ES256"},
         rs256.kid: {"kty": "RSA", "n": rs256.jwk["n"], "e": "AQAB", "kid": rs256.kid, "alg": "RS256"},
     }
-    for public in keys.usable_keys(fetched).values():
+    for public in jwks_verify.usable_keys(fetched).values():
         assert not set(public) & set(PRIVATE_MEMBERS)
 
 
@@ -874,14 +874,14 @@ def test_usable_keys_leaves_out_keys_it_cannot_pin(es256, rs256):
         "not a key",
         None,
     ]
-    assert keys.usable_keys({"keys": [*unusable, k2.public_jwk()]}) == {
+    assert jwks_verify.usable_keys({"keys": [*unusable, k2.public_jwk()]}) == {
         k2.kid: {name: value for name, value in k2.public_jwk().items() if name != "use"}
     }
 
 
 @pytest.mark.parametrize("jwks", [None, [], "keys", {}, {"keys": None}, {"keys": "x"}, {"keys": {"a": 1}}])
 def test_usable_keys_of_something_that_is_not_a_jwk_set_is_empty(jwks):
-    assert keys.usable_keys(jwks) == {}
+    assert jwks_verify.usable_keys(jwks) == {}
 
 
 def test_signed_access_tokens_refuse_a_lifetime_longer_than_retired_keys_are_kept(tmp_path):
@@ -1001,4 +1001,4 @@ def test_usable_keys_leaves_out_keys_weaker_than_their_algorithm_needs(es256, rs
         {**rs256.public_jwk(), "n": "!!", "kid": "x"},
     ]
     good = [es256[0].public_jwk(), rs256.public_jwk()]
-    assert sorted(keys.usable_keys({"keys": [*weak, *good]})) == sorted(key["kid"] for key in good)
+    assert sorted(jwks_verify.usable_keys({"keys": [*weak, *good]})) == sorted(key["kid"] for key in good)

@@ -20,19 +20,18 @@ from fastapi.testclient import TestClient
 from forge import forge, nested, tampered
 from jose import jwt as jose_jwt
 
-from lesson_code import keys, resource_server
-from lesson_code.keys import SignedAccessTokens
-from lesson_code.resource_server import (
+from lesson_code import jwks_verify, keys
+from lesson_code.jwks_verify import (
     DEFAULT_CACHE_SECONDS,
-    KEYS_UNAVAILABLE,
     MAX_CACHE_SECONDS,
     MAX_JWKS_BYTES,
     JwksCache,
-    app,
+    JwksUrlError,
     cache_seconds,
     check_jwks_url,
-    get_jwks_cache,
 )
+from lesson_code.keys import SignedAccessTokens
+from lesson_code.resource_server import KEYS_UNAVAILABLE, app, get_jwks_cache
 from lesson_code.settings import Settings, SettingsError, get_settings
 from lesson_code.tokens import create_access_token
 from notebooks.helpers.local_server import serve_in_background
@@ -225,7 +224,7 @@ def concurrently(cache: JwksCache, kids: list[str], head_start: float = 0) -> li
     async def one(kid: str) -> None:
         try:
             results.append(sorted(await cache.keys_for(kid)))
-        except resource_server.KeysUnavailable as error:
+        except jwks_verify.KeysUnavailable as error:
             results.append(error.retry_after)
 
     async def main() -> None:
@@ -430,6 +429,9 @@ def test_a_jwks_url_anyone_on_the_way_could_answer_stops_start_up(url, monkeypat
     with pytest.raises(SettingsError) as raised, TestClient(app):
         pass
     assert str(raised.value) == message
+    with pytest.raises(JwksUrlError) as refused:  # the verifier alone says the same, in its own error
+        check_jwks_url(url)
+    assert str(refused.value) == message
 
 
 def test_over_http_with_no_secret_and_no_database(issuer, tmp_path):
