@@ -21,7 +21,7 @@ from lesson_code.offline_docs import add_offline_docs
 from lesson_code.passwords import HashingQueueFull, dummy_hash, verify_password
 from lesson_code.protection import LoginThrottle, too_many_failed_logins
 from lesson_code.settings import Settings, get_settings
-from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_secret_key
+from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_signing_key
 
 users_db = {
     "alice": {
@@ -82,7 +82,7 @@ USERS_ME_RESPONSES = {
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    get_secret_key()
+    get_signing_key()
     yield {"login_throttle": LoginThrottle(get_settings().login_limits_storage_url)}
 
 

@@ -29,7 +29,6 @@ from lesson_code.tokens import (
     create_access_token,
     decode_access_token,
     expires_at,
-    get_secret_key,
     get_signing_key,
     get_unverified_claims,
     get_unverified_header,
@@ -369,7 +368,7 @@ def say(text: str, stream=None) -> None:
 
 
 def run_token(args) -> int:
-    get_secret_key()
+    get_signing_key()
     if not args.username.strip():
         raise CommandLineError("the username must not be empty")
     expires_delta = None if args.minutes is None else timedelta(minutes=args.minutes)
@@ -390,7 +389,7 @@ def read_token(argument: str) -> str:
 
 
 def run_inspect(args) -> int:
-    get_secret_key()
+    get_signing_key()
     token = read_token(args.token)
     try:
         header = get_unverified_header(token)
@@ -722,7 +721,7 @@ def check_login_limits(settings, workers: int) -> None:
 
 
 def run_serve(args) -> int:
-    get_secret_key()
+    get_signing_key()
     settings = checked_settings()
     with open_database():
         pass

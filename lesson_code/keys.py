@@ -46,7 +46,8 @@ from lesson_code.jwks_verify import (
     check_strength,
     decode_signed_token,
 )
-from lesson_code.tokens import LEEWAY_SECONDS, secret_file_path
+from lesson_code.secret_file import secret_file_path
+from lesson_code.tokens import LEEWAY_SECONDS
 
 KEY_DIR_ENV_VAR = "JWT_KEY_DIR"
 KEY_DIR_NAME = ".jwt_keys"

@@ -47,7 +47,7 @@ from lesson_code.store import (
     UserPublic,
     UserRecord,
 )
-from lesson_code.tokens import SecretKeyError, TokenError, get_secret_key
+from lesson_code.tokens import SecretKeyError, TokenError, get_signing_key
 
 DATABASE_UNAVAILABLE = "The database is unavailable: try again later"
 DATABASE_RETRY_SECONDS = 5
@@ -173,7 +173,7 @@ def access_tokens_for(settings: Settings) -> AccessTokens | SignedAccessTokens:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    get_secret_key()
+    get_signing_key()  # the secret checked now: a weak one stops the start, never a 500 later
     settings = checked_settings()
     access_tokens = await anyio.to_thread.run_sync(access_tokens_for, settings)
     engine = store.make_engine(settings.database_url)

@@ -27,13 +27,13 @@ from lesson_code.tokens import (
     CLAIM_CHECKS,
     HEADER_CHECKS,
     TokenError,
-    _verify_signature_and_read,
     check_signature_spelling,
     check_type,
     create_access_token,
     decode_access_token,
     get_signing_key,
     get_unverified_header,
+    verify_signature_and_read,
 )
 
 REFRESH_TOKEN_TYPE = "refresh+jwt"
@@ -108,7 +108,7 @@ def decode_refresh_token(token: str, now: datetime | None = None) -> dict:
     for rule in REFRESH_HEADER_CHECKS:
         rule(header)
     check_signature_spelling(token)
-    claims = _verify_signature_and_read(token)
+    claims = verify_signature_and_read(token, get_signing_key())
     seconds = (now or datetime.now(timezone.utc)).timestamp()
     for rule in CLAIM_CHECKS:
         rule(claims, seconds)

@@ -1,8 +1,9 @@
 """Create and verify short-lived JWT access tokens (HS256) with python-jose.
 
-Standard library and python-jose only: copy this file into a service as it is.
-The secret comes from JWT_SECRET_KEY; without it, one is generated once and kept in a file
-(JWT_SECRET_FILE, by default .jwt_secret next to this file's folder). Nothing is read until first use.
+Standard library and python-jose only: copy this file into a service as it is, and give the functions your key,
+made once at start-up from your own secret: key = hmac_key(settings.secret) refuses a weak one there and then.
+Given no key, they sign with the lessons' secret (secret_file.py: JWT_SECRET_KEY, else the file JWT_SECRET_FILE,
+by default .jwt_secret at the repository's root), read on first use. Nothing is read at import.
 """
 
 import base64
@@ -10,13 +11,9 @@ import binascii
 import functools
 import hashlib
 import math
-import os
 import re
-import secrets
-import stat
 import string
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from jose import jwk, jwt
 from jose.backends.base import Key
@@ -32,8 +29,6 @@ NUMERIC_DATES = ("exp", "iat", "nbf")
 ACCESS_TOKEN_TYPE = "JWT"
 
 ENV_VAR = "JWT_SECRET_KEY"
-FILE_ENV_VAR = "JWT_SECRET_FILE"
-DEFAULT_SECRET_FILE = Path(__file__).resolve().parent.parent / ".jwt_secret"
 MAX_SECRET_LENGTH = 1024
 MIN_SECRET_BITS = 256
 HOW_TO_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
@@ -147,92 +142,23 @@ def check_secret_key(secret: str, source: str = ENV_VAR) -> str:
     return secret
 
 
-def secret_file_path() -> Path:
-    """Where the secret is kept when JWT_SECRET_KEY is unset: JWT_SECRET_FILE, or .jwt_secret in the repository."""
-    return Path(os.environ.get(FILE_ENV_VAR) or DEFAULT_SECRET_FILE)
-
-
-@functools.cache
-def get_secret_key() -> str:
-    """The signing secret, checked, read once on first use: JWT_SECRET_KEY, else the secret file (made if missing)."""
-    if ENV_VAR in os.environ:
-        return check_secret_key(os.environ[ENV_VAR])
-    path = secret_file_path()
-    try:
-        try:
-            text = _read_secret_file(path)
-        except FileNotFoundError:
-            _create_secret_file(path)
-            text = _read_secret_file(path)
-    except OSError as error:
-        raise SecretKeyError(f"cannot keep a secret in {path} ({error}); set {ENV_VAR} instead") from None
-    return check_secret_key(text.strip(), source=str(path))
-
-
-def _read_secret_file(path: Path) -> str:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        descriptor = os.open(path, flags)
-    except OSError:
-        if path.is_symlink():
-            raise _unsafe(path, "is a symbolic link, so someone else may have chosen the secret") from None
-        raise
-    try:
-        _check_secret_file(path, os.fstat(descriptor))
-        data = os.read(descriptor, MAX_SECRET_LENGTH + 2)
-    finally:
-        os.close(descriptor)
-    if len(data) > MAX_SECRET_LENGTH + 1:
-        raise _unsafe(path, f"is over {MAX_SECRET_LENGTH} bytes, too long for a secret")
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise _unsafe(path, "is not UTF-8 text") from None
-
-
-def _check_secret_file(path: Path, info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise _unsafe(path, "is not a regular file")
-    if not hasattr(os, "getuid"):
-        return
-    if info.st_uid != os.getuid():
-        raise _unsafe(path, f"belongs to user {info.st_uid}, not to you (user {os.getuid()})")
-    if info.st_mode & 0o077:
-        raise SecretKeyError(
-            f"{path} can be read or changed by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"run: chmod 600 {path}"
-        )
-
-
-def _unsafe(path: Path, problem: str) -> SecretKeyError:
-    return SecretKeyError(f"{path} {problem}; delete it to have a new secret made, or set {ENV_VAR}")
-
-
-def _create_secret_file(path: Path) -> None:
-    draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_hex(MIN_SECRET_BITS // 8) + "\n")
-    try:
-        os.link(draft, path)
-    except FileExistsError:
-        pass
-    finally:
-        draft.unlink()
+@functools.lru_cache(maxsize=4)
+def hmac_key(secret: str, source: str = ENV_VAR) -> Key:
+    """The secret, checked (SecretKeyError naming source when it is weak), as the HMAC key object python-jose signs
+    and verifies with: never the raw string, which python-jose would read as a JSON key set when verifying."""
+    return jwk.construct(check_secret_key(secret, source), ALGORITHM)
 
 
 def get_signing_key() -> Key:
-    """The secret as the HMAC key object python-jose signs and verifies with (never the raw string)."""
-    return _hmac_key(get_secret_key())
+    """The key of the lessons' secret (secret_file.py), for the functions given no key of their own."""
+    from lesson_code.secret_file import get_secret_key  # here, not at import: given keys, no secret file is needed
+
+    return hmac_key(get_secret_key())
 
 
-@functools.lru_cache(maxsize=1)
-def _hmac_key(secret: str) -> Key:
-    return jwk.construct(secret, ALGORITHM)
-
-
-def create_access_token(data: dict, expires_delta: timedelta | None = None) -> str:
-    """A signed token holding data, iat and exp (15 minutes from now unless expires_delta says otherwise).
+def create_access_token(data: dict, expires_delta: timedelta | None = None, key: Key | None = None) -> str:
+    """A token holding data, iat and exp (15 minutes from now unless expires_delta says otherwise), signed with key
+    (from hmac_key; by default, the lessons' secret).
 
     ValueError for data whose sub is missing or not a string: decode_access_token would refuse every such token.
     """
@@ -243,7 +169,7 @@ def create_access_token(data: dict, expires_delta: timedelta | None = None) -> s
     now = datetime.now(timezone.utc)
     to_encode = data.copy()
     to_encode.update({"iat": now, "exp": now + expires_delta})
-    return jwt.encode(to_encode, get_signing_key(), algorithm=ALGORITHM)
+    return jwt.encode(to_encode, get_signing_key() if key is None else key, algorithm=ALGORITHM)
 
 
 def check_shape(token: str) -> None:
@@ -317,10 +243,12 @@ def check_signature_spelling(token: str) -> None:
         raise TokenError("signature is not canonical base64url")
 
 
-def _verify_signature_and_read(token: str) -> dict:
+def verify_signature_and_read(token: str, key: Key) -> dict:
+    """The claims of a token whose HS256 signature key verifies (sub required); TokenError if not. No time rule is
+    applied here: CLAIM_CHECKS are, by each decoder."""
     options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_sub": True}
     try:
-        return jwt.decode(token, get_signing_key(), algorithms=[ALGORITHM], options=options)
+        return jwt.decode(token, key, algorithms=[ALGORITHM], options=options)
     except (JOSEError, RecursionError) as error:
         raise TokenError(error_reason(error)) from None
     except (TypeError, ValueError, OverflowError):
@@ -380,13 +308,14 @@ CLAIM_CHECKS = (
 )
 
 
-def decode_access_token(token: str) -> dict:
-    """The claims of a token this service signed and that is still valid; raise TokenError saying why not."""
+def decode_access_token(token: str, key: Key | None = None) -> dict:
+    """The claims of a token signed with key (by default, the lessons' secret) that is still valid; raise TokenError
+    saying why not."""
     header = get_unverified_header(token)
     for rule in HEADER_CHECKS:
         rule(header)
     check_signature_spelling(token)
-    claims = _verify_signature_and_read(token)
+    claims = verify_signature_and_read(token, get_signing_key() if key is None else key)
     now = datetime.now(timezone.utc).timestamp()
     for rule in CLAIM_CHECKS:
         rule(claims, now)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from lesson_code import passwords
+from lesson_code.secret_file import get_secret_key
 from lesson_code.settings import get_settings
-from lesson_code.tokens import get_secret_key
 from tests.utils.databases import Database, db  # noqa: F401  (the fixture: SQLite, then PostgreSQL)
 from tests.utils.postgres import postgres_server  # noqa: F401  (the fixture, used through db)
 

@@ -6,9 +6,10 @@ import pytest
 from forge import ALICE, FAR_FUTURE, HOSTILE_NAMES, hostile_tokens, tampered
 
 from lesson_code import app as app_module
-from lesson_code import passwords
+from lesson_code import passwords, secret_file
 from lesson_code.app import app
-from lesson_code.tokens import create_access_token, get_secret_key
+from lesson_code.secret_file import get_secret_key
+from lesson_code.tokens import create_access_token
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
 
@@ -213,14 +214,14 @@ def test_the_app_refuses_to_start_with_a_weak_secret(monkeypatch):
     from lesson_code import tokens
 
     monkeypatch.setenv("JWT_SECRET_KEY", "a" * 32)
-    tokens.get_secret_key.cache_clear()
+    secret_file.get_secret_key.cache_clear()
     try:
         with pytest.raises(tokens.SecretKeyError, match="JWT_SECRET_KEY"), TestClient(app):
             pass
     finally:
         monkeypatch.undo()
-        tokens.get_secret_key.cache_clear()
-    assert tokens.get_secret_key()
+        secret_file.get_secret_key.cache_clear()
+    assert secret_file.get_secret_key()
 
 
 def multipart(fields: dict[str, bytes], charset: str) -> tuple[bytes, dict[str, str]]:

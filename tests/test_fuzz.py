@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lesson_code.app import app
-from lesson_code.tokens import TokenError, create_access_token, decode_access_token, get_secret_key
+from lesson_code.secret_file import get_secret_key
+from lesson_code.tokens import TokenError, create_access_token, decode_access_token
 
 # Claims python-jose checks by itself when present; the rest are the caller's own.
 REGISTERED = {"exp", "iat", "nbf", "sub", "aud", "iss", "jti", "at_hash"}

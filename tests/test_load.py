@@ -9,7 +9,8 @@ import httpx
 import jwt as pyjwt
 from forge import ALICE, FAR_FUTURE, hostile_tokens
 
-from lesson_code.tokens import create_access_token, get_secret_key
+from lesson_code.secret_file import get_secret_key
+from lesson_code.tokens import create_access_token
 
 REQUESTS = 3000
 CLIENTS = 16

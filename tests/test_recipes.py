@@ -1,11 +1,14 @@
-"""The README's recipe, as a copy-paster follows it: a verifier microservice made of lesson_code/tokens.py,
-lesson_code/jwks_verify.py and the README's own main.py, in an empty folder where only the recipe's packages can be
-imported, run under uvicorn against the real issuer (lesson_code.service signing ES256)."""
+"""The README's recipes, as a copy-paster follows them: the files each names and the README's own main.py, in an
+empty folder where only the recipe's packages can be imported, run under uvicorn. Tokens only (tokens.py and
+passwords.py, the key made from the app's own secret), and a verifier microservice (tokens.py and jwks_verify.py,
+against the real issuer: lesson_code.service signing ES256)."""
 
 import re
+import secrets
 import subprocess
 
 import httpx
+import jwt as pyjwt
 import pytest
 from conftest import serving_the_service
 from forge import tampered
@@ -14,20 +17,79 @@ from tests.utils.recipes import REPO_ROOT, make_project, python
 from tests.utils.uvicorn_process import free_port, wait_until_answering
 
 README = (REPO_ROOT / "README.md").read_text()
-SECTION = README[README.index("## Take the verifier into your service") : README.index("## Running it in production")]
+TOKENS_ONLY = README[README.index("### Tokens only") : README.index("### A verifier microservice")]
+SECTION = README[README.index("### A verifier microservice") : README.index("## Running it in production")]
+TOKENS_FILES = {"lesson_code/tokens.py": "auth/tokens.py", "lesson_code/passwords.py": "auth/passwords.py"}
+TOKENS_PACKAGES = ["fastapi", "uvicorn", "python-multipart", "python-jose[cryptography]", "pwdlib[argon2]"]
 VERIFIER_FILES = {"lesson_code/tokens.py": "auth/tokens.py", "lesson_code/jwks_verify.py": "auth/jwks_verify.py"}
 VERIFIER_PACKAGES = ["fastapi", "uvicorn", "httpx", "python-jose[cryptography]"]
 DEFAULT_ISSUER = "http://127.0.0.1:8000"  # the service's JWT_ISSUER when unset: the iss of its tokens
 CANNOT_VALIDATE = (401, {"detail": "Could not validate credentials"}, "Bearer")
 
 
-def the_readmes_main_py() -> str:
-    return re.search(r"```python\n(.*?)```", SECTION, re.S).group(1)
+def the_readmes_main_py(section: str = SECTION) -> str:
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_recipe_names_the_files_and_packages_the_test_uses():
+def test_the_recipes_name_the_files_and_packages_the_tests_use():
     assert all(f"`{source}`" in SECTION for source in VERIFIER_FILES)
     assert 'pip install fastapi uvicorn httpx "python-jose[cryptography]"' in SECTION
+    assert all(f"`{source}`" in TOKENS_ONLY for source in TOKENS_FILES)
+    assert 'pip install fastapi uvicorn python-multipart "python-jose[cryptography]" "pwdlib[argon2]"' in TOKENS_ONLY
+
+
+@pytest.fixture
+def tokens_project(tmp_path):
+    writes = {"auth/__init__.py": "", "main.py": the_readmes_main_py(TOKENS_ONLY)}
+    return tmp_path / "project", make_project(tmp_path / "project", TOKENS_FILES, TOKENS_PACKAGES, writes)
+
+
+def start_uvicorn(folder, environment, log_path):
+    """uvicorn main:app in folder on a free port of 127.0.0.1: (process, base URL, the log file, open)."""
+    port = free_port()
+    log = open(log_path, "wb")  # noqa: SIM115  (closed by the caller, after the process)
+    command = python("-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(port))
+    process = subprocess.Popen(command, cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def test_the_tokens_only_recipe_logs_in_and_refuses_bad_tokens(tokens_project, tmp_path):
+    folder, environment = tokens_project
+    secret = secrets.token_hex(32)
+    environment |= {"APP_SECRET": secret, "ALICE_PASSWORD": "a long password for alice"}
+    process, base_url, log = start_uvicorn(folder, environment, tmp_path / "uvicorn.out")
+    try:
+        wait_until_answering(f"{base_url}/openapi.json", process, (tmp_path / "uvicorn.out").read_text)
+        form = {"username": "alice", "password": "a long password for alice"}
+        login = httpx.post(f"{base_url}/token", data=form, timeout=30)
+        assert (login.status_code, login.json()["token_type"]) == (200, "bearer")
+        token = login.json()["access_token"]
+        assert pyjwt.decode(token, secret, algorithms=["HS256"])["sub"] == "alice"  # signed with the app's secret
+        assert whoami(base_url, token) == (200, {"username": "alice"}, None)
+        for wrong in ({**form, "password": "guess"}, {**form, "username": "bob"}):
+            refused = httpx.post(f"{base_url}/token", data=wrong, timeout=30)
+            assert (refused.status_code, refused.json()) == (401, {"detail": "Incorrect username or password"})
+        other_secret = pyjwt.encode({"sub": "alice", "exp": 4102444800}, secrets.token_hex(32), algorithm="HS256")
+        for bad in (other_secret, tampered(token, {"sub": "carol"}), "garbage"):
+            assert whoami(base_url, bad) == CANNOT_VALIDATE
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    assert "Traceback" not in (tmp_path / "uvicorn.out").read_text()
+
+
+def test_the_tokens_only_recipe_will_not_start_with_a_weak_secret(tokens_project):
+    folder, environment = tokens_project
+    environment |= {"APP_SECRET": "mysecretkey123", "ALICE_PASSWORD": "a long password for alice"}
+    result = subprocess.run(
+        python("-c", "import main"), cwd=folder, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "auth.tokens.SecretKeyError: APP_SECRET holds about 72 bits of randomness; HS256 needs at least 256 "
+        '(RFC 7518, section 3.2): make one with: python -c "import secrets; print(secrets.token_hex(32))"'
+    )
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from sqlalchemy import update
 from lesson_code import store
 from lesson_code.cli import main as cli
 from lesson_code.hashing import PasswordChecks
+from lesson_code.secret_file import get_secret_key
 from lesson_code.service import CANNOT_DISABLE_YOURSELF, USER_NOT_FOUND
 from lesson_code.sessions import NO_SCOPE_HELD, REFRESH_TOKEN_REUSED, SCOPE_NOT_GRANTED, SESSION_ENDED
 from lesson_code.store import SCOPES
-from lesson_code.tokens import create_access_token, get_secret_key
+from lesson_code.tokens import create_access_token
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}
 NOT_AUTHENTICATED = {"detail": "Not authenticated"}

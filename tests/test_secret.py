@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lesson_code import tokens
-from lesson_code.tokens import SecretKeyError, check_secret_key, get_secret_key, secret_bits, secret_file_path
+from lesson_code import secret_file as secret_module
+from lesson_code.secret_file import get_secret_key, secret_file_path
+from lesson_code.tokens import SecretKeyError, check_secret_key, secret_bits
 
 ROOT = Path(__file__).resolve().parent.parent
 HOW = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
@@ -293,7 +294,7 @@ def test_reading_a_secret_file_is_bounded(monkeypatch, secret_file):
     plant_file(secret_file, b"0" * 10_000_000)
     asked = []
     read = os.read
-    monkeypatch.setattr(tokens.os, "read", lambda fd, size: asked.append(size) or read(fd, size))
+    monkeypatch.setattr(secret_module.os, "read", lambda fd, size: asked.append(size) or read(fd, size))
     with pytest.raises(SecretKeyError):
         get_secret_key()
     assert asked == [1026]

@@ -13,10 +13,11 @@ from forge import ALICE, FAR_FUTURE, forge
 
 from lesson_code import passwords, sessions, store
 from lesson_code.hashing import PasswordChecks
+from lesson_code.secret_file import get_secret_key
 from lesson_code.service import app, current_time
 from lesson_code.sessions import INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED
 from lesson_code.settings import SettingsError
-from lesson_code.tokens import create_access_token, get_secret_key
+from lesson_code.tokens import create_access_token
 from tests.utils.hashing import holding_every_ticket
 
 CANNOT_VALIDATE = {"detail": "Could not validate credentials"}

@@ -12,7 +12,8 @@ import pytest
 from conftest import serving_the_service
 from forge import ALICE, CAROL, EVERY_USER, tampered
 
-from lesson_code.tokens import create_access_token, get_secret_key
+from lesson_code.secret_file import get_secret_key
+from lesson_code.tokens import create_access_token
 
 CLIENTS = 16
 REQUESTS = 1600  # the mixed calls, shared among the clients

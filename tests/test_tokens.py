@@ -19,12 +19,12 @@ from forge import (
 from jose import jwk
 
 from lesson_code import tokens
+from lesson_code.secret_file import get_secret_key
 from lesson_code.tokens import (
     TokenError,
     create_access_token,
     decode_access_token,
     expires_at,
-    get_secret_key,
     get_unverified_claims,
     get_unverified_header,
     time_left,
