@@ -14,7 +14,7 @@ from conftest import serving_the_service
 from forge import tampered
 
 from tests.utils.recipes import REPO_ROOT, make_project, python
-from tests.utils.uvicorn_process import free_port, wait_until_answering
+from tests.utils.uvicorn_process import free_port, stop, wait_until_answering
 
 README = (REPO_ROOT / "README.md").read_text()
 TOKENS_ONLY = README[README.index("### Tokens only") : README.index("### A verifier microservice")]
@@ -73,8 +73,7 @@ def test_the_tokens_only_recipe_logs_in_and_refuses_bad_tokens(tokens_project, t
         for bad in (other_secret, tampered(token, {"sub": "carol"}), "garbage"):
             assert whoami(base_url, bad) == CANNOT_VALIDATE
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
         log.close()
     assert "Traceback" not in (tmp_path / "uvicorn.out").read_text()
 
@@ -158,7 +157,6 @@ def test_the_verifier_recipe_accepts_the_issuers_tokens_and_refuses_others(db, t
             assert httpx.get(f"{issuer_url}/users/me", headers=bearer).status_code == 401  # the issuer knows
             assert whoami(base_url, refreshed["access_token"])[0] == 200  # the verifier cannot: until exp
         finally:
-            process.terminate()
-            process.wait(30)
+            stop(process)
             log.close()
         assert "Traceback" not in (tmp_path / "uvicorn.out").read_text()

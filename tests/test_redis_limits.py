@@ -3,7 +3,6 @@ shared by every instance and worker, logins paused (503) while Redis is down, an
 
 import logging
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ from lesson_code.protection import LimitsUnavailable
 from tests.utils.redis_server import redis, redis_server  # noqa: F401  (the fixtures)
 from tests.utils.uvicorn_process import (
     REPO_ROOT,
-    STOP_TIMEOUT,
     child_environment,
     free_port,
     served_by,
+    stop,
     uvicorn_process,
     wait_until_answering,
 )
@@ -301,12 +300,7 @@ def test_serve_with_two_workers_counts_logins_in_redis(redis, tmp_path):  # noqa
             answers = [fresh_login(base_url, "guess") for _ in range(5 + REFUSED_AFTER_THE_LIMIT)]
             answers.append(fresh_login(base_url, ALICES_PASSWORD))
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(STOP_TIMEOUT)
+            stop(server)
     printed = (tmp_path / "serve.out").read_text(errors="replace")
     assert len(set(re.findall(r"Started server process \[(\d+)\]", printed))) == 2, printed
     assert "Traceback" not in printed

@@ -7,7 +7,6 @@ import json
 import re
 import resource
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,13 @@ from forge import ALICE
 
 from tests.utils.nginx import running_nginx
 from tests.utils.postgres import skip_or_fail
-from tests.utils.uvicorn_process import REPO_ROOT, STOP_TIMEOUT, child_environment, free_port, wait_until_answering
+from tests.utils.uvicorn_process import (
+    REPO_ROOT,
+    child_environment,
+    free_port,
+    stop,
+    wait_until_answering,
+)
 
 PAIR_FAILURES = 3  # LOGIN_FAILURES_PER_ACCOUNT_AND_CLIENT for these tests: 3/hour, not 20
 SLOW_CLIENTS = 1030  # the review: 1,030 half-sent logins, under a 1,024 open-file limit
@@ -70,12 +75,7 @@ def serving(folder: Path, *options: str, open_files: int | None = None) -> Itera
         wait_until_answering(f"{base_url}/openapi.json", process, lambda: service_output(folder))
         yield base_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        stop(process)
 
 
 def service_output(folder: Path) -> str:

@@ -78,13 +78,18 @@ def uvicorn_process(app: str, env: dict[str, str], folder: Path, workers: int = 
         wait_until_answering(f"{base_url}/openapi.json", process, lambda: _output(folder))
         yield base_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
+        stop(process)
         output.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, as Ctrl-C in a terminal: uvicorn shuts down cleanly; killed if it has not within STOP_TIMEOUT."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
 
 
 def _output(folder: Path) -> str:
