@@ -52,14 +52,29 @@ def closure(requirements: list[str]) -> set[str]:
     return names
 
 
+def top_level_modules(distribution: importlib.metadata.Distribution) -> set[str]:
+    """The top-level modules a distribution installs: from top_level.txt, else from its file list (Python 3.10's
+    packages_distributions reads only top_level.txt, which wheels built by some tools, pwdlib's, do not have)."""
+    listed = (distribution.read_text("top_level.txt") or "").split()
+    found = set(listed)
+    for path in distribution.files or []:
+        first = path.parts[0]
+        if first.endswith((".dist-info", ".data")) or first in ("..", "__pycache__"):
+            continue
+        name = first.removesuffix(".py") if len(path.parts) == 1 else first
+        if len(path.parts) > 1 or first.endswith((".py", ".so", ".pyd")):
+            found.add(name.split(".")[0])
+    return found
+
+
 def blocked_modules(requirements: list[str]) -> set[str]:
     """Top-level modules of installed distributions outside the requirements' closure."""
     allowed = closure(requirements)
-    return {
-        module
-        for module, distributions in importlib.metadata.packages_distributions().items()
-        if not any(canonicalize_name(name) in allowed for name in distributions)
-    }
+    blocked, kept = set(), set()
+    for distribution in importlib.metadata.distributions():
+        modules = top_level_modules(distribution)
+        (kept if canonicalize_name(distribution.metadata["Name"]) in allowed else blocked).update(modules)
+    return blocked - kept
 
 
 def make_project(folder: Path, files: dict[str, str], requirements: list[str], writes: dict[str, str]) -> dict:
