@@ -8,7 +8,7 @@ import shutil
 
 import nbformat
 import pytest
-from notebook_tools import ROOT, drift, execute, explain, notebook_paths, strip
+from notebook_tools import ROOT, drift, execute, explain, notebook_paths
 
 EXERCISE = "# Write your code here"
 SOLUTION = re.compile(r"<details><summary>Solution</summary>\s*```python\n(.*?)```\s*</details>", re.DOTALL)
@@ -131,15 +131,3 @@ def test_every_hidden_solution_passes_its_check(notebook):
         nb.cells[index].source = solution
     outputs = check_outputs(execute(nb, notebook.parent))
     assert outputs == ["✅ Solved! Well done.\n"] * len(cells)
-
-
-def test_clean_copies_for_live_coding_have_every_cell_and_no_output(tmp_path):
-    strip(tmp_path)
-    for notebook in NOTEBOOKS:
-        original, copy = (nbformat.read(path, as_version=4) for path in (notebook, tmp_path / notebook.name))
-        assert [cell.source for cell in copy.cells] == [cell.source for cell in original.cells]
-        code = [cell for cell in copy.cells if cell.cell_type == "code"]
-        assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
-    helpers = {path.name for path in (tmp_path / "helpers").iterdir()}
-    assert helpers == {"__init__.py", "checks.py", "local_server.py", "pictures.py"}
-    assert (tmp_path / "images" / "login_flow.svg").exists()
