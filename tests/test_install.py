@@ -60,10 +60,19 @@ def network() -> None:
 
 
 def isolated_environment(**extra: str) -> dict:
-    """This environment without pip's settings (a find-links or extra index here would hide a missing wheel) and
-    without the test suite's secret, so that a copy of the repository makes and checks its own."""
+    """This environment without pip's settings (a find-links or extra index here would hide a missing wheel),
+    without the test suite's secret, so that a copy of the repository makes and checks its own, and without the
+    variables of the make that runs the tests (under it, a make in the copy would print its directory lines)."""
     environment = offline_kit.pip_environment(extra)
-    for name in ("JWT_SECRET_KEY", "JWT_SECRET_FILE", "PYTHONPATH"):
+    for name in (
+        "JWT_SECRET_KEY",
+        "JWT_SECRET_FILE",
+        "PYTHONPATH",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "MAKELEVEL",
+        "MAKEOVERRIDES",
+    ):
         environment.pop(name, None)
     return environment
 
