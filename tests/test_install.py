@@ -255,7 +255,13 @@ def repository_copy(tmp_path) -> Path:
 
 def make_dry_run(copy: Path, *arguments: str) -> str:
     result = subprocess.run(
-        [needs_make(), "-n", *arguments], cwd=copy, capture_output=True, text=True, timeout=60, check=True
+        [needs_make(), "-n", *arguments],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env=isolated_environment(),
+        timeout=60,
+        check=True,
     )
     return result.stdout
 
@@ -334,7 +340,13 @@ def test_a_finished_venv_is_kept_when_an_update_fails(repository_copy):
     (repository_copy / "kit" / "wheels").mkdir(parents=True)
     (repository_copy / "kit" / "wheels" / "kit.json").write_text("{}\n")
     result = subprocess.run(
-        [needs_make(), "check"], cwd=repository_copy, capture_output=True, text=True, timeout=60, check=False
+        [needs_make(), "check"],
+        cwd=repository_copy,
+        capture_output=True,
+        text=True,
+        env=isolated_environment(),
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "removed the half-made" not in result.stderr
