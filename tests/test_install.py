@@ -292,15 +292,7 @@ def test_a_kit_without_the_wheels_leaves_no_half_made_venv(repository_copy):
     """pip fails at once (--no-index, an empty kit): the fresh .venv is removed, and the line says why."""
     (repository_copy / "kit" / "wheels").mkdir(parents=True)
     (repository_copy / "kit" / "wheels" / "kit.json").write_text("{}\n")
-    result = subprocess.run(
-        [needs_make(), "check", f"PYTHON={sys.executable}"],
-        cwd=repository_copy,
-        capture_output=True,
-        text=True,
-        env=isolated_environment(),
-        timeout=120,
-        check=False,
-    )
+    result = run_make(repository_copy, "check", f"PYTHON={sys.executable}")
     assert result.returncode != 0
     assert "No matching distribution found for jupyterlab==" in result.stderr
     assert (
@@ -310,17 +302,25 @@ def test_a_kit_without_the_wheels_leaves_no_half_made_venv(repository_copy):
     assert not (repository_copy / ".venv").exists()
 
 
+def run_make(copy: Path, *arguments: str, prefix: tuple[str, ...] = (), timeout: int = 120, **environment: str):
+    """make in a copy of the repository, as a learner runs it: this suite's secret and the make running the tests
+    left out (isolated_environment); its output captured, its exit status left to the test."""
+    return subprocess.run(
+        [*prefix, needs_make(), *arguments],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env=isolated_environment(**environment),
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_no_network_and_no_kit_leaves_no_half_made_venv(repository_copy):
     """The issue's report: a fresh clone without network stopped at jupyterlab and left a half-made .venv."""
     prefix = offline_prefix()
-    result = subprocess.run(
-        [*prefix, needs_make(), "check", f"PYTHON={sys.executable}"],
-        cwd=repository_copy,
-        capture_output=True,
-        text=True,
-        env=isolated_environment(PIP_RETRIES="0", PIP_TIMEOUT="5"),
-        timeout=120,
-        check=False,
+    result = run_make(
+        repository_copy, "check", f"PYTHON={sys.executable}", prefix=tuple(prefix), PIP_RETRIES="0", PIP_TIMEOUT="5"
     )
     assert result.returncode != 0
     assert "No matching distribution found for jupyterlab==" in result.stderr
@@ -339,15 +339,7 @@ def test_a_finished_venv_is_kept_when_an_update_fails(repository_copy):
     os.utime(venv / ".installed-lab", (1, 1))  # older than requirements.txt: make installs again
     (repository_copy / "kit" / "wheels").mkdir(parents=True)
     (repository_copy / "kit" / "wheels" / "kit.json").write_text("{}\n")
-    result = subprocess.run(
-        [needs_make(), "check"],
-        cwd=repository_copy,
-        capture_output=True,
-        text=True,
-        env=isolated_environment(),
-        timeout=60,
-        check=False,
-    )
+    result = run_make(repository_copy, "check", timeout=60)
     assert result.returncode != 0
     assert "removed the half-made" not in result.stderr
     assert (venv / "pyvenv.cfg").is_file()
