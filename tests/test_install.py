@@ -8,6 +8,7 @@ kit is laid out, the Makefile's choices, no half-made .venv) need neither networ
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from packaging.version import Version
 from tests.utils.postgres import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
+# PYTHON, VENV, KIT_ARGS, ...: the Makefile's own variables, which a make running the tests exports to them
+MAKEFILE_VARIABLES = re.findall(r"^([A-Z_]+) *[?:]?=", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)
 KIT_TIMEOUT = 240  # seconds: building a kit for this machine, installing it offline and checking take about 45
 # Inside a network namespace: bring its loopback up (a new namespace has it down), show that the world is out of
 # reach, then run the command. Python rather than `ip link`, which not every machine has.
@@ -62,17 +65,12 @@ def network() -> None:
 def isolated_environment(**extra: str) -> dict:
     """This environment without pip's settings (a find-links or extra index here would hide a missing wheel),
     without the test suite's secret, so that a copy of the repository makes and checks its own, and without the
-    variables of the make that runs the tests (under it, a make in the copy would print its directory lines)."""
+    variables of the make that runs the tests: under it, a make in the copy would print its directory lines, and
+    CI's `make test VENV=.venv-3.10` exports VENV, so the copy's make would build and remove a venv of that name."""
     environment = offline_kit.pip_environment(extra)
-    for name in (
-        "JWT_SECRET_KEY",
-        "JWT_SECRET_FILE",
-        "PYTHONPATH",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "MAKELEVEL",
-        "MAKEOVERRIDES",
-    ):
+    for name in ("JWT_SECRET_KEY", "JWT_SECRET_FILE", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        environment.pop(name, None)
+    for name in MAKEFILE_VARIABLES:
         environment.pop(name, None)
     return environment
 
