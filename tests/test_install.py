@@ -68,7 +68,15 @@ def isolated_environment(**extra: str) -> dict:
     variables of the make that runs the tests: under it, a make in the copy would print its directory lines, and
     CI's `make test VENV=.venv-3.10` exports VENV, so the copy's make would build and remove a venv of that name."""
     environment = offline_kit.pip_environment(extra)
-    for name in ("JWT_SECRET_KEY", "JWT_SECRET_FILE", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+    for name in (
+        "JWT_SECRET_KEY",
+        "JWT_SECRET_FILE",
+        "PYTHONPATH",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "MAKELEVEL",
+        "MAKEOVERRIDES",
+    ):
         environment.pop(name, None)
     for name in MAKEFILE_VARIABLES:
         environment.pop(name, None)
