@@ -15,8 +15,6 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
-from lesson_code.offline_docs import add_offline_docs
-
 # RFC 6749 section 5.1: no cache may keep a response that holds a token.
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SECURITY_HEADERS = {
@@ -176,5 +174,7 @@ def hardened_app(
     made.add_middleware(LimitRequestBody, max_bytes=max_body_bytes)
     made.add_middleware(SecurityHeaders, headers=SECURITY_HEADERS)
     made.add_middleware(StartupFailureInOneLine, errors=one_line_errors)
+    from .offline_docs import add_offline_docs  # here: the pieces above need no fastapi-swagger
+
     add_offline_docs(made)
     return made

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from test_cli import choices
 
-from lesson_code import store
+from lesson_code import session_store, store
 from lesson_code.cli import main
 from lesson_code.passwords import password_hash
 from lesson_code.settings import Settings, get_settings
@@ -108,11 +108,11 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
 
 
 def start_sessions(engine: Engine, username: str, count: int) -> list[str]:
-    return [store.start_session(engine, username, "me", store.utc_now())[0] for _ in range(count)]
+    return [session_store.start_session(engine, username, "me", store.utc_now())[0] for _ in range(count)]
 
 
 def is_live(engine: Engine, sid: str) -> bool:
-    return store.get_session(engine, sid).ended_at is None and (
+    return session_store.get_session(engine, sid).ended_at is None and (
         store.active_session_user(engine, sid, store.utc_now()) is not None
     )
 
@@ -155,7 +155,7 @@ def test_disable_ends_every_session_of_the_user_and_enable_does_not_revive_them(
 
     assert run(capsys, "users", "disable", "alice") == (0, "Disabled alice and ended 2 sessions\n", "")
     assert store.get_user(engine, "alice").disabled is True
-    assert [store.get_session(engine, sid).ended_at is not None for sid in alices] == [True, True]
+    assert [session_store.get_session(engine, sid).ended_at is not None for sid in alices] == [True, True]
     assert [is_live(engine, sid) for sid in alices + carols] == [False, False, True]
 
     assert run(capsys, "users", "enable", "alice") == (0, "Enabled alice\n", "")
@@ -183,7 +183,7 @@ def test_set_password_replaces_the_hash_and_ends_every_session(capsys, monkeypat
 def test_logout_ends_every_session_at_once(capsys, engine):
     alices = start_sessions(engine, "alice", 3)
     carols = start_sessions(engine, "carol", 1)
-    store.end_session(engine, alices[0], store.utc_now())  # already over: not counted again
+    session_store.end_session(engine, alices[0], store.utc_now())  # already over: not counted again
 
     assert run(capsys, "users", "logout", "alice") == (0, "Logged alice out everywhere: ended 2 sessions\n", "")
     assert [is_live(engine, sid) for sid in alices + carols] == [False, False, False, True]

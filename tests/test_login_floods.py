@@ -16,7 +16,7 @@ from conftest import argon2_hash, serving_the_service
 from limits.aio.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, select
 
-from lesson_code import hashing, store
+from lesson_code import hashing, session_store, store
 from lesson_code.hashing import HashingBusy, PasswordChecks
 from lesson_code.http_common import client_address
 from lesson_code.service import app
@@ -264,5 +264,5 @@ def test_a_valid_account_flooding_from_one_address_starves_no_one(db):
     assert sum(flood.values()) == 300 - successes
     assert carols == [200] * 5
     with db.engine.connect() as connection:
-        rows = connection.scalar(select(func.count()).where(store.sessions.c.username == "alice"))
-    assert rows <= 2 * store.MAX_SESSIONS_PER_USER
+        rows = connection.scalar(select(func.count()).where(store.sessions.c.user_id == "alice"))
+    assert rows <= 2 * session_store.MAX_SESSIONS_PER_USER

@@ -75,7 +75,7 @@ def assert_oauth_error(response, error, description):
 def live_sessions(db, username):
     with db.engine.connect() as connection:
         rows = connection.execute(
-            store.sessions.select().where(store.sessions.c.username == username, store.sessions.c.ended_at.is_(None))
+            store.sessions.select().where(store.sessions.c.user_id == username, store.sessions.c.ended_at.is_(None))
         )
         return [row.scope for row in rows]
 

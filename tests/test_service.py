@@ -11,7 +11,7 @@ import pytest
 from conftest import argon2_hash
 from forge import ALICE, FAR_FUTURE, forge
 
-from lesson_code import passwords, sessions, store
+from lesson_code import passwords, session_store, sessions, store
 from lesson_code.hashing import PasswordChecks
 from lesson_code.secret_file import get_secret_key
 from lesson_code.service import app, current_time
@@ -90,8 +90,8 @@ def test_login_answers_as_rfc_6749_section_5_1(service, db):
     assert (refresh_claims["sub"], refresh_claims["sid"]) == ("alice", access["sid"])
     assert refresh_claims["exp"] - refresh_claims["iat"] == 7 * 24 * 3600
 
-    session = store.get_session(db.engine, access["sid"])
-    assert (session.username, session.scope, session.ended_at) == ("alice", "me", None)
+    session = session_store.get_session(db.engine, access["sid"])
+    assert (session.user_id, session.scope, session.ended_at) == ("alice", "me", None)
     assert session.refresh_jti == refresh_claims["jti"]  # the id only: the token itself is not stored
     assert session.expires_at - session.created_at == timedelta(days=30)
     assert (me(service, body["access_token"]).status_code, me(service, body["access_token"]).json()) == (200, ALICE)
@@ -144,7 +144,7 @@ def test_refresh_rotates_without_hashing_a_password(service, db, monkeypatch):
     old, new = claims_of(first["refresh_token"]), claims_of(second["refresh_token"])
     assert (new["sid"], new["sub"]) == (old["sid"], "alice")
     assert new["jti"] != old["jti"]
-    assert store.get_session(db.engine, new["sid"]).refresh_jti == new["jti"]
+    assert session_store.get_session(db.engine, new["sid"]).refresh_jti == new["jti"]
     assert claims_of(second["access_token"])["sid"] == old["sid"]
     assert me(service, second["access_token"]).json() == ALICE
     assert me(service, first["access_token"]).json() == ALICE  # same session, still alive
@@ -290,7 +290,7 @@ def test_an_access_token_is_not_a_refresh_token(service):
     access = tokens["access_token"]
     assert_invalid_grant(refresh(service, access), INVALID_REFRESH_TOKEN)
     claims = claims_of(access)
-    jti = store.new_token_id()
+    jti = session_store.new_token_id()
     untyped = forge({"alg": "HS256", "typ": "JWT"}, {**claims, "jti": jti}, get_secret_key())
     assert_invalid_grant(refresh(service, untyped), INVALID_REFRESH_TOKEN)
     assert me(service, access).json() == ALICE  # refused attempts end nothing
@@ -525,7 +525,7 @@ def test_a_lone_surrogate_smuggled_by_a_charset_gets_415_not_500(service, path):
 def live_sessions_of(db, username):
     now = store.utc_now()
     with db.engine.connect() as connection:
-        rows = connection.execute(store.sessions.select().where(store.sessions.c.username == username)).all()
+        rows = connection.execute(store.sessions.select().where(store.sessions.c.user_id == username)).all()
     return [row.id for row in rows if row.ended_at is None and row.expires_at > now]
 
 

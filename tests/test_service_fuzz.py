@@ -30,7 +30,9 @@ def on_a_seeded_database(db: Database, monkeypatch):
 def access_token_in_a_new_session(username: str, scope: str) -> str:
     engine = store.make_engine(get_settings().database_url, pool_size=1)
     try:
-        return sessions.log_in(engine, username, scope, store.utc_now(), sessions.Lifetimes()).access_token
+        users = store.LessonUsers(engine)
+        account = users.by_login(username)
+        return sessions.log_in(engine, users, account, scope, store.utc_now(), sessions.Lifetimes()).access_token
     finally:
         engine.dispose()
 
