@@ -72,6 +72,7 @@ def test_every_notebook_is_written_with_its_helpers_and_pictures(checkout):
     assert {path.name for path in (live / "helpers").iterdir()} == {
         "__init__.py",
         "checks.py",
+        *(f"exercises_0{number}.py" for number in range(1, 6)),
         "local_server.py",
         "pictures.py",
     }

@@ -50,7 +50,7 @@ def test_changing_the_default_lifetime_is_caught_with_a_diff(checkout):
     )
     assert drift(checkout) == [
         "ACCESS_TOKEN_EXPIRE_MINUTES differs:\n"
-        "--- notebooks/02_create_access_token.ipynb (cell 24)\n"
+        "--- notebooks/02_create_access_token.ipynb (cell 28)\n"
         "+++ lesson_code/tokens.py\n"
         "@@ -1 +1 @@\n"
         "-ACCESS_TOKEN_EXPIRE_MINUTES = 15\n"
@@ -131,3 +131,214 @@ def test_every_hidden_solution_passes_its_check(notebook):
         nb.cells[index].source = solution
     outputs = check_outputs(execute(nb, notebook.parent))
     assert outputs == ["✅ Solved! Well done.\n"] * len(cells)
+
+
+# Notebooks 01-05: the plausible wrong answers learners gave (issue 19), each refused with a hint naming the mistake.
+# Each entry: (exercise number, the wrong answer's source, a piece of the hint its check must give). A hint of None
+# runs the source without a check (to put back what a wrong answer broke); a source "cell:<start>" is the notebook's
+# cell that starts so, run again. Each notebook runs once: after each
+# exercise cell come its wrong answers, each followed by the check cell, then the hidden solution and the check.
+PACE_NOTEBOOKS = [path for path in NOTEBOOKS if path.name[:2] in ("01", "02", "03", "04", "05")]
+FINISHED_CREATE_ACCESS_TOKEN = "cell:# lesson_code/tokens.py\ndef create_access_token("  # that cell's source, again
+WRONG_ANSWERS = {
+    "01_anatomy_of_a_jwt": [
+        (
+            1,
+            "header_text, payload_text, _ = ticket.split('.')\n"
+            "ticket_header = json.loads(b64url_decode(header_text))\n"
+            "ticket_claims = json.loads(b64url_decode(payload_text))\n"
+            "paris = timezone(datetime(2030, 1, 1, 1) - datetime(2030, 1, 1), 'Europe/Paris')\n"
+            "ticket_expires = datetime.fromtimestamp(ticket_claims['exp'], paris)\n"
+            "ticket_lifetime = ticket_expires - datetime.fromtimestamp(ticket_claims['iat'], timezone.utc)",
+            "in another zone (UTC+0100)",
+        ),
+        (1, "del ticket_lifetime", "ticket_lifetime is not defined: run your answer's cell"),
+        (
+            2,
+            "def signature_matches(token, key):\n    try:\n        jwt.decode(token, key, algorithms=['HS256'])\n"
+            "    except Exception:\n        return False\n    return True",
+            "signature_matches calls python-jose",
+        ),
+        (
+            2,
+            "def signature_matches(token, key):\n    signing_input, _, signature = token.rpartition('.')\n"
+            "    return b64url(hmac.new(key.encode(), signing_input.encode(), sha256).digest()) == signature",
+            "your code raised NameError (name 'sha256' is not defined)",
+        ),
+    ],
+    "02_create_access_token": [
+        (
+            1,
+            "tokyo_now = datetime.now(timezone(timedelta(hours=9))).replace(tzinfo=None)\n"
+            "bob_token = jwt.encode({'sub': 'bob', 'role': 'admin', 'iat': tokyo_now, 'exp': tokyo_now + "
+            "timedelta(hours=1)}, get_signing_key(), algorithm=ALGORITHM)",
+            "hours in the future: its iat and exp are naive local times",
+        ),
+        (
+            1,
+            "new_york_now = datetime.now(timezone(timedelta(hours=-5))).replace(tzinfo=None)\n"
+            "bob_token = jwt.encode({'sub': 'bob', 'role': 'admin', 'iat': new_york_now, 'exp': new_york_now + "
+            "timedelta(hours=1)}, get_signing_key(), algorithm=ALGORITHM)",
+            "before this notebook's kernel started",
+        ),
+        (
+            1,
+            "cell:from datetime import datetime, timedelta\nfrom jose import jwt\n\nSECRET_KEY",
+            None,
+        ),  # the seed, again
+        (
+            1,
+            "bob_token = create_access_token({'sub': 'bob', 'role': 'admin'}, expires_delta=timedelta(hours=1))",
+            "signed with the seed lesson's secret, mysecretkey123",
+        ),
+        (1, FINISHED_CREATE_ACCESS_TOKEN, None),
+        (1, "bob_token = create_access_token({'sub': 'bob', 'role': 'admin'})", "not 3600 (one hour)"),
+        (1, "del bob_token", "bob_token is not defined: run your answer's cell"),
+        (2, "import hashlib\n\nmy_secret = hashlib.sha256(b'my dog is called rex').hexdigest()", "a hash of a phrase"),
+        (2, "my_secret = secrets.token_hex(16)", "32 hex characters carry 128 bits"),
+        (
+            3,
+            "def create_token_for(user, role):\n    minutes = LIFETIMES_IN_MINUTES[role]\n"
+            "    return create_access_token({'sub': user, 'role': role}, expires_delta=timedelta(minutes=minutes))",
+            "your code raised NameError (name 'LIFETIMES_IN_MINUTES' is not defined)",
+        ),
+        (
+            3,
+            "LIFETIMES = {'admin': timedelta(minutes=5), 'editor': timedelta(minutes=15), 'reader': timedelta(hours=1)}\n"
+            "def create_token_for(user, role):\n"
+            "    return create_access_token({'sub': user, 'role': role}, expires_delta=LIFETIMES.get(role))",
+            "an unknown role must raise ValueError",
+        ),
+    ],
+    "03_inspect_and_verify": [
+        (
+            1,
+            "def minutes_left(token):\n    claims = get_unverified_claims(token)\n"
+            "    return round((claims['exp'] - claims['iat']) / 60)",
+            "that is its lifetime, exp - iat",
+        ),
+        (
+            1,
+            "def minutes_left(token):\n    return round((get_unverified_claims(token)['exp'] - time.time()) / 60)",
+            "add `import time` to your answer",
+        ),
+        (
+            2,
+            "from jose import JWTError\n\ndef is_valid(token):\n    try:\n        decode_access_token(token)\n"
+            "    except JWTError:\n        return False\n    return True",
+            "is_valid lets TokenError escape",
+        ),
+        (
+            3,
+            "def decode_issued_after(token, password_changed):\n    claims = decode_access_token(token)\n"
+            "    if 'iat' not in claims or claims['exp'] < password_changed.timestamp():\n"
+            "        raise TokenError('issued before the password change')\n    return claims",
+            "compare its iat (not exp) with password_changed",
+        ),
+    ],
+    "04_fastapi_app": [
+        (
+            1,
+            "bob_login = client.post('/token', data={'username': 'bob', 'password': 'builder'})",
+            "in-process client",
+        ),
+        (
+            2,
+            "@app.get('/users/me/greeting')\n"
+            "async def read_greeting(current_user: Annotated[UserInDB, Depends(get_current_active_user)]) -> dict:\n"
+            "    return {'greeting': f'Hello, {current_user.full_name}'}\n\n\ngreeting_app = app",
+            "greeting_app is the notebook's app",
+        ),
+        (
+            2,
+            "greeting_app = FastAPI()\n\n\n@greeting_app.get('/users/me/greeting')\n"
+            "async def read_greeting(current_user: Annotated[UserInDB, Depends(get_current_user)]) -> dict:\n"
+            "    return {'greeting': f'Hello, {current_user.full_name}'}",
+            "bob's account is disabled",
+        ),
+    ],
+    "05_attacks_and_defences": [
+        (
+            1,
+            "forged_token = sign(header, payload, 'my-own-key')\nforged_status = me(forged_token)[0]",
+            "the header of forged_token is a JSON string",
+        ),
+        (
+            1,
+            "forged_token = sign({'alg': 'HS256', 'typ': 'JWT'}, payload, secret_file.get_secret_key())\n"
+            "forged_status = me(forged_token)[0]",
+            "signed with the server's own key",
+        ),
+        (
+            2,
+            "bob_token = jwt.encode({'sub': 'alice', 'exp': 4102444800}, cracked_key, algorithm='HS256')\n"
+            "seed_status, lesson_status = me(bob_token, seed_http)[0], me(bob_token)[0]",
+            "that token is for alice",
+        ),
+        (
+            3,
+            "def forgeries(claims):\n    made_up = 'not-the-server-key-0123456789abcdef'\n"
+            "    body = b64url(json.dumps(claims).encode())\n    return [\n"
+            "        f'{header_part}.{body}.{signature_part}',\n"
+            "        sign({'alg': 'none', 'typ': 'JWT'}, claims, 'whatever'),\n"
+            "        sign({'alg': 'HS512', 'typ': 'JWT'}, claims, made_up, hashlib.sha512),\n"
+            "        sign({'alg': 'HS256', 'typ': 'JWT', 'kid': 'x'}, claims, made_up),\n    ]",
+            "your alg: none token has a signature",
+        ),
+    ],
+}
+
+
+def cell_source(nb, text: str) -> str:
+    """The source of the one cell that starts with text, for an entry that repeats a cell of the notebook."""
+    [source] = [cell.source for cell in nb.cells if cell.cell_type == "code" and cell.source.startswith(text)]
+    return source
+
+
+@pytest.mark.parametrize("notebook", PACE_NOTEBOOKS, ids=[path.stem for path in PACE_NOTEBOOKS])
+def test_every_listed_wrong_answer_is_refused_with_its_hint(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    cells, solutions = exercises(nb)
+    checks = [
+        next(i for i in range(cell + 1, len(nb.cells)) if CHECK_CALL.search(nb.cells[i].source)) for cell in cells
+    ]
+    wanted = []  # (cell, the hint's piece), in the order the checks run
+    for number in range(len(cells), 0, -1):  # from the last exercise, so that earlier indexes stay right
+        check_source = nb.cells[checks[number - 1]].source
+        added = []
+        for exercise_number, source, hint in WRONG_ANSWERS[notebook.stem]:
+            if exercise_number != number:
+                continue
+            source = cell_source(nb, source[5:]) if source.startswith("cell:") else source
+            added.append(nbformat.v4.new_code_cell(source))
+            if hint is not None:
+                added.append(nbformat.v4.new_code_cell(check_source))
+                wanted.insert(len([w for w in wanted if w[2] < number]), (added[-1], hint, number))
+        added += [nbformat.v4.new_code_cell(solutions[number - 1]), nbformat.v4.new_code_cell(check_source)]
+        nb.cells[checks[number - 1] + 1 : checks[number - 1] + 1] = added
+        wanted.append((added[-1], "✅ Solved! Well done.", number))
+    execute(nb, notebook.parent)
+    outputs = {id(cell): "".join(output.get("text", "") for output in cell.outputs) for cell, _, _ in wanted}
+    missed = [
+        f"exercise {number}: wanted {hint!r}, got {outputs[id(cell)]!r}"
+        for cell, hint, number in wanted
+        if hint not in outputs[id(cell)]
+    ]
+    assert not missed, "\n".join(missed)
+
+
+def calls(source: str) -> set[str]:
+    """The calls written in source (up to one level of nested parentheses), quotes and spaces made uniform."""
+    found = re.findall(r"[\w.]+\((?:[^()]|\([^()]*\))*\)", source.replace("'", '"'))
+    return {re.sub(r"\s+", "", call) for call in found if len(call) >= 12}
+
+
+@pytest.mark.parametrize("notebook", PACE_NOTEBOOKS, ids=[path.stem for path in PACE_NOTEBOOKS])
+def test_check_cells_show_a_call_and_first_hints_do_not_give_the_answer(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    cells, solutions = exercises(nb)
+    check_cells = [cell for cell in nb.cells if cell.cell_type == "code" and CHECK_CALL.search(cell.source)]
+    assert [cell.source for cell in check_cells if not re.fullmatch(r"check\(exercises\.\w+\)", cell.source)] == []
+    for solution, output in zip(solutions, check_outputs(nb), strict=True):
+        hint = re.sub(r"\s+", "", output.replace("'", '"'))
+        assert [call for call in calls(solution) if call in hint] == [], output
