@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
-from jose import jwk, jwt
+from jose import jwk
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
@@ -36,6 +36,7 @@ from .tokens import (  # relative: copied into any package, it finds tokens.py b
     error_reason,
     expires_at,
     get_unverified_header,
+    verify_signature_and_read,
 )
 
 ASYMMETRIC_ALGORITHMS = ("ES256", "RS256")
@@ -117,14 +118,14 @@ def decode_signed_token(
     for rule in SIGNED_HEADER_CHECKS:
         rule(header)
     check_signature_spelling(token)
-    options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "verify_aud": False}
     try:
         verifying_key = _verifying_key(json.dumps(public_jwk, sort_keys=True))
-        claims = jwt.decode(token, verifying_key, algorithms=[public_jwk["alg"]], options=options)
     except (JOSEError, RecursionError) as error:
         raise TokenError(error_reason(error)) from None
     except (TypeError, ValueError, OverflowError, KeyError):
         raise TokenError("claims are not readable") from None
+    # aud is checked below, against this API's name: check_audience
+    claims = verify_signature_and_read(token, verifying_key, public_jwk["alg"], require_sub=False, verify_aud=False)
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise TokenError("sub must be a non-empty string")
     seconds = datetime.now(timezone.utc).timestamp() if now is None else now

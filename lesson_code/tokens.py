@@ -10,12 +10,13 @@ import base64
 import binascii
 import functools
 import hashlib
+import json
 import math
 import re
 import string
 from datetime import datetime, timedelta, timezone
 
-from jose import jwk, jwt
+from jose import jwk, jws, jwt
 from jose.backends.base import Key
 from jose.exceptions import JOSEError, JWKError
 
@@ -182,9 +183,25 @@ def check_shape(token: str) -> None:
         raise TokenError("a token is three base64url parts joined by dots")
 
 
+def _readable_header(token: str) -> dict | None:
+    """The header of a well-formed token, decoded as python-jose decodes it, without decoding the rest; None when
+    any part would not decode (python-jose then reads it, and says what is wrong in its own words)."""
+    header, payload, signature = token.split(".")  # check_shape saw exactly three parts
+    if 1 in (len(header) % 4, len(payload) % 4, len(signature) % 4):  # no base64 text is 4n + 1 characters long
+        return None
+    try:
+        read = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)).decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return read if isinstance(read, dict) else None
+
+
 def get_unverified_header(token: str) -> dict:
-    """The token's header, read WITHOUT checking the signature: for display only."""
+    """The token's header, read WITHOUT checking the signature: for display, and for the header rules."""
     check_shape(token)
+    header = _readable_header(token)  # once per request: python-jose's own reading decodes the whole token
+    if header is not None:
+        return header
     try:
         return jwt.get_unverified_header(token)
     except (JOSEError, RecursionError) as error:
@@ -243,16 +260,49 @@ def check_signature_spelling(token: str) -> None:
         raise TokenError("signature is not canonical base64url")
 
 
-def verify_signature_and_read(token: str, key: Key) -> dict:
-    """The claims of a token whose HS256 signature key verifies (sub required); TokenError if not. No time rule is
-    applied here: CLAIM_CHECKS are, by each decoder."""
-    options = {"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require_sub": True}
+def check_registered_claims(claims: dict, require_sub: bool = True, verify_aud: bool = True) -> None:
+    """The claim rules python-jose's jwt.decode applies besides the times, in its order and words: sub present
+    (when required) and a string; no aud, since these tokens name none (verify_aud=False: the caller checks it);
+    a jti a string; no at_hash, which belongs to OpenID Connect ID tokens."""
+    if require_sub and "sub" not in claims:
+        raise TokenError('missing required key "sub" among claims')
+    if verify_aud and "aud" in claims:
+        named = [claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"]
+        valid = isinstance(named, list) and all(isinstance(name, str) for name in named)
+        raise TokenError("Invalid audience" if valid else "Invalid claim format in token")
+    if "sub" in claims and not isinstance(claims["sub"], str):
+        raise TokenError("Subject must be a string")
+    if "jti" in claims and not isinstance(claims["jti"], str):
+        raise TokenError("JWT ID must be a string")
+    if "at_hash" in claims:
+        raise TokenError("No access_token provided to compare against at_hash claim")
+
+
+def verify_signature_and_read(
+    token: str, key: Key, algorithm: str = ALGORITHM, require_sub: bool = True, verify_aud: bool = True
+) -> dict:
+    """The claims of a token whose signature key verifies with algorithm (HS256 unless told), checked by
+    check_registered_claims; TokenError if not. No time rule is applied here: CLAIM_CHECKS are, by each decoder.
+
+    python-jose's jws.verify checks the signature; reading the claims here, not with jwt.decode, spares the two
+    more decodings of the whole token that jwt.decode makes (it reads the header again after verifying).
+    """
     try:
-        return jwt.decode(token, key, algorithms=[ALGORITHM], options=options)
+        payload = jws.verify(token, key, [algorithm])
     except (JOSEError, RecursionError) as error:
         raise TokenError(error_reason(error)) from None
     except (TypeError, ValueError, OverflowError):
         raise TokenError("claims are not readable") from None
+    try:
+        claims = json.loads(payload.decode("utf-8"))
+    except RecursionError as error:
+        raise TokenError(error_reason(error)) from None
+    except ValueError as error:
+        raise TokenError(f"Invalid payload string: {error}") from None
+    if not isinstance(claims, dict):
+        raise TokenError("Invalid payload string: must be a json object")
+    check_registered_claims(claims, require_sub, verify_aud)
+    return claims
 
 
 def numeric_date(claims: dict, name: str) -> float | None:
