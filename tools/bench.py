@@ -20,7 +20,7 @@ Sections (--only picks some of them; the default is all):
              HMAC floor), then ES256 and RS256 (keys.SignedAccessTokens on a fresh key directory against bare
              python-jose with the same key, constructed once).
 The service runs on a fresh SQLite database and key directory in a temporary folder (DATABASE_URL, JWT_KEY_DIR).
-The protected and unprotected runs take turns a second at a time; every ratio is measured --repeat times, interleaved,
+The two sides of a ratio take turns, A B A B, each run --seconds long; every ratio is measured --repeat times, interleaved,
 and the table gives the best and the spread, with the load average and the cores other processes kept busy (on a
 shared machine, measure when they are few). Ctrl-C (or kill) stops every server and wrk the bench started.
 """
@@ -111,8 +111,11 @@ REFRESH_TOKENS_PER_CONNECTION = 2
 # The service keeps at most 20 live sessions a user (a login beyond ends the oldest): the readers of the login storm
 # sign in as carol while alice logs in, and the refresh tokens are minted for both, after the logins are measured.
 DEMO_PASSWORDS = {"alice": "wonderland", "carol": "tea-party"}
-WARM_UP_SECONDS = 1
-SLICE_SECONDS = 1  # the two sides of a ratio are measured in turns, a second at a time
+WARM_UP_SECONDS = 2
+# The two sides of a ratio take turns, A B A B, each slice --seconds long (5 by default): a slice must be long enough
+# to measure what a steady run does (1-second slices saw well under half the throughput of 4-second runs, and
+# pulled every ratio towards 1).
+ROUNDS = 2
 # As if the guesses came from more addresses than the limits can tell apart: only the hashing queue stands.
 LIMITS_LIFTED = {
     "LOGIN_FAILURES_PER_ACCOUNT": "1000000/hour",
@@ -129,6 +132,8 @@ LOGINS_FROM_MANY = {
 }
 APP, SERVICE = "bench_app", "bench_service"  # the modules in tools/ that serve app.py and service.py
 RESOURCE = "bench_resource"  # and resource_server.py
+BARE = "bench_bare"  # a bare FastAPI app: the same answers, no middleware, no dependency, no database
+BARE_PATHS = {SERVICE: "/bench/bare-me", RESOURCE: "/bench/bare-profile"}
 UNPROTECTED = {APP: "/bench/unprotected-me", SERVICE: "/bench/unprotected-me", RESOURCE: "/bench/unprotected-profile"}
 PROTECTED = {APP: "/users/me", SERVICE: "/users/me", RESOURCE: "/profile"}
 AUDIENCE = "jwt-lesson-api"
@@ -251,10 +256,10 @@ def combined(reports: list[dict]) -> dict:
     }
 
 
-def alternating(seconds: int, **measures) -> dict:
-    """Each measure run for one second at a time, taking turns, seconds times: background load falls on all alike."""
+def alternating(rounds: int, **measures) -> dict:
+    """The measures taking turns (A B A B ...), rounds times: background load falls on all of them alike."""
     slices = {name: [] for name in measures}
-    for _ in range(seconds):
+    for _ in range(rounds):
         for name, measure in measures.items():
             slices[name].append(measure())
     return {name: combined(reports) for name, reports in slices.items()}
@@ -290,21 +295,39 @@ def login_storm(module: str, variant: str, secret: str, seconds: int, scripts: d
     return {"ratio": storm["rps"] / idle["rps"], "idle": idle, "storm": storm, "login": login}
 
 
-def protected_against_unprotected(module: str, base_url: str, token: str, seconds: int) -> dict:
+def protected_against_unprotected(module: str, base_url: str, token: str, seconds: int, bare_url: str | None) -> dict:
+    """The protected route against its unprotected copy in the same app, and (bare_url) against a bare FastAPI
+    handler giving the same answer in a server of its own, all taking turns."""
     warm_up(base_url, token, module)
-    runs = alternating(
-        seconds,
-        protected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, PROTECTED[module])),
-        unprotected=lambda: wrk_report(users_me(base_url, token, SLICE_SECONDS, UNPROTECTED[module])),
-    )
+    measures = {
+        "protected": lambda: wrk_report(users_me(base_url, token, seconds, PROTECTED[module])),
+        "unprotected": lambda: wrk_report(users_me(base_url, token, seconds, UNPROTECTED[module])),
+    }
+    if bare_url is not None:
+        wrk_report(users_me(bare_url, token, WARM_UP_SECONDS, BARE_PATHS[module]))
+        measures["bare"] = lambda: wrk_report(users_me(bare_url, token, seconds, BARE_PATHS[module]))
+    runs = alternating(ROUNDS, **measures)
     protected, unprotected = runs["protected"], runs["unprotected"]
-    return {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
+    result = {"ratio": protected["rps"] / unprotected["rps"], "protected": protected, "unprotected": unprotected}
+    if bare_url is not None:
+        result["bare"], result["bare ratio"] = runs["bare"], protected["rps"] / runs["bare"]["rps"]
+    return result
 
 
 def protection_cost(module: str, secret: str, seconds: int, code: Path) -> dict:
-    with server(module, secret, code=code) as base_url:
+    with server(module, secret, code=code) as base_url, bare_server(module, code) as bare_url:
         token = log_in(base_url)["access_token"]
-        return protected_against_unprotected(module, base_url, token, seconds)
+        return protected_against_unprotected(module, base_url, token, seconds, bare_url)
+
+
+@contextmanager
+def bare_server(module: str, code: Path):
+    """The bare FastAPI app, for the modules measured against it (service.py, resource_server.py); else nothing."""
+    if module not in BARE_PATHS:
+        yield None
+        return
+    with server(BARE, None, code=code) as bare_url:
+        yield bare_url
 
 
 def resource_server_cost(secret: str, seconds: int, code: Path) -> dict:
@@ -317,13 +340,16 @@ def resource_server_cost(secret: str, seconds: int, code: Path) -> dict:
     with server(SERVICE, secret, settings=issuer_settings, code=code, port=issuer_port):
         token = log_in(issuer)["access_token"]
         resource_settings = {**shared, "JWKS_URL": f"{issuer}/.well-known/jwks.json"}
-        with server(RESOURCE, None, settings=resource_settings, code=code) as base_url:
+        with (
+            server(RESOURCE, None, settings=resource_settings, code=code) as base_url,
+            bare_server(RESOURCE, code) as bare,
+        ):
             answer = httpx.get(f"{base_url}/profile", headers={"Authorization": f"Bearer {token}"}, timeout=10)
             if answer.status_code != 200:
                 raise SystemExit(
                     f"bench: the resource server refused alice's token: {answer.status_code} {answer.text}"
                 )
-            return protected_against_unprotected(RESOURCE, base_url, token, seconds)
+            return protected_against_unprotected(RESOURCE, base_url, token, seconds, bare)
 
 
 def refresh_against_login(secret: str, seconds: int, scripts: dict, folder: str, code: Path) -> dict:
@@ -430,6 +456,19 @@ def protection_row(name: str, runs: list[dict], target: str) -> tuple[str, str, 
         f"**{best['ratio']:.2f}** ({best['protected']['rps']:.0f} vs {best['unprotected']['rps']:.0f} req/s);"
         f" failed {failed}",
         spread,
+    )
+
+
+def bare_row(name: str, runs: list[dict], target: str) -> tuple[str, str, str]:
+    """The protected route as a share of a bare FastAPI handler giving the same answer, on the same server."""
+    ratios = [run["bare ratio"] for run in runs]
+    best = max(runs, key=lambda run: run["bare ratio"])
+    failed = sum(run["bare"]["failed"] for run in runs)
+    return (
+        f"{name}: share of a bare FastAPI handler with the same answer (tools/bench_bare.py; {target})",
+        f"**{best['bare ratio']:.2f}** ({best['protected']['rps']:.0f} vs {best['bare']['rps']:.0f} req/s);"
+        f" failed {failed}",
+        "one run" if len(runs) == 1 else f"{min(ratios):.2f}-{max(ratios):.2f} over {len(runs)}",
     )
 
 
@@ -695,6 +734,7 @@ def main() -> int:
                 "service.py /users/me, token, session and user checked in SQL", runs["protection service"], ">= 0.50"
             )
         )
+        rows.append(bare_row("service.py /users/me", runs["protection service"], "target >= 0.60"))
     if "refresh" in args.only:
         rows.append(refresh_row(runs["refresh"], args.seconds))
     if "resource" in args.only:
@@ -705,6 +745,7 @@ def main() -> int:
                 "app.py's HS256 above",
             )
         )
+        rows.append(bare_row("resource_server.py /profile", runs["resource"], "target >= 0.50"))
     if "tokens" in args.only:
         costs = token_costs(secret) + [row for algorithm in SIGNED_ALGORITHMS for row in signed_token_costs(algorithm)]
         for name, figure in with_ratios(costs):
