@@ -242,20 +242,24 @@ class AuthRoutes:
     scopes: Security(routes.current_user, scopes=["admin"]) answers 403 insufficient_scope when the token or the
     user lacks one.
 
-    get_auth: a dependency returning the Auth; token_url and scopes: what OpenAPI (and /docs) say of the login;
-    now: a dependency giving the time (a test may override it).
+    get_auth: a dependency returning the Auth, run for every protected request: make it async (FastAPI runs a
+    plain def dependency in a worker thread, a hop that costs more than the token check), and cheap;
+    get_token_auth: the one POST /token uses (by default get_auth), which may read settings on each login;
+    token_url and scopes: what OpenAPI (and /docs) say of the login; now: a dependency giving the time.
     """
 
     def __init__(
         self,
         get_auth: Callable[..., Any],
         *,
+        get_token_auth: Callable[..., Any] | None = None,
         token_url: str = "token",  # noqa: S107  (the login route's path, not a secret)
         scopes: dict[str, str] | None = None,
         now: Callable[..., Any] = current_time,
     ) -> None:
         self.scheme = scheme = OAuth2PasswordBearer(tokenUrl=token_url, scopes=scopes or {})
         AuthNow = Annotated[Auth, Depends(get_auth)]
+        TokenAuth = Annotated[Auth, Depends(get_token_auth or get_auth)]
         Now = Annotated[datetime, Depends(now)]
 
         async def access_claims(token: Annotated[str, Depends(scheme)], auth: AuthNow) -> dict:
@@ -267,9 +271,17 @@ class AuthRoutes:
 
         Claims = Annotated[dict, Depends(access_claims)]
 
-        async def current_account(security_scopes: SecurityScopes, claims: Claims, auth: AuthNow, now: Now) -> Account:
+        # current_account decodes the token itself rather than depend on access_claims: each dependency FastAPI
+        # solves costs about as much as the token check, and this one runs for every protected request.
+        async def current_account(
+            security_scopes: SecurityScopes, token: Annotated[str, Depends(scheme)], auth: AuthNow, now: Now
+        ) -> Account:
             """The account of the token's live session, its user active: 401 otherwise; 403 insufficient_scope
             when the token does not carry, or the user no longer holds, a scope the route asks for."""
+            try:
+                claims = sessions.decode_session_access_token(token, auth.access_tokens)
+            except TokenError:
+                raise credentials_exception() from None
             if auth.session_account is None:
                 lookup = partial(sessions.session_account, auth.engine, auth.users)
                 account = await anyio.to_thread.run_sync(lookup, claims["sid"], now)
@@ -294,7 +306,7 @@ class AuthRoutes:
         @router.post("/token", responses=TOKEN_RESPONSES)
         async def issue_tokens(
             form: Annotated[TokenRequest, Form()],
-            auth: AuthNow,
+            auth: TokenAuth,
             now: Now,
             client: Annotated[str, Depends(client_address)],
             response: Response,

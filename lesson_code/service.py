@@ -8,7 +8,7 @@ hardening from http_common.py. Serve it with `python -m lesson_code serve` or `u
 
 import logging
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -153,34 +153,35 @@ async def lifespan(app: FastAPI):
         await throttle.check()
         checks = PasswordChecks(settings.max_logins_waiting_to_hash, settings.max_logins_hashing_per_client)
         with closing(store.SessionCheck(engine)) as session_check, closing(checks):
-            yield {
-                "engine": engine,
-                "users": store.LessonUsers(engine),
-                "session_accounts": LessonSessionAccounts(session_check),
-                "login_throttle": throttle,
-                "password_check": QueuedPasswordCheck(checks),
-                "access_tokens": access_tokens,
-            }
+            auth = Auth(
+                engine=engine,
+                users=store.LessonUsers(engine),
+                check_password=QueuedPasswordCheck(checks),
+                access_tokens=access_tokens,
+                session_account=LessonSessionAccounts(session_check),
+            )
+            yield {"engine": engine, "auth": auth, "login_throttle": throttle, "access_tokens": access_tokens}
     finally:
         engine.dispose()
 
 
-def get_auth(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Auth:
-    """What the auth routes need: the pieces the lifespan made, with the settings of now."""
-    state = request.state
-    return Auth(
-        engine=state.engine,
-        users=state.users,
-        check_password=state.password_check,
-        access_tokens=state.access_tokens,
-        lifetimes=Lifetimes(
-            access=timedelta(minutes=settings.access_token_minutes),
-            refresh=timedelta(days=settings.refresh_token_days),
-            session=timedelta(days=settings.session_days),
-        ),
+async def get_auth(request: Request) -> Auth:
+    """What the auth routes need for every protected request: the pieces the lifespan made."""
+    return request.state.auth
+
+
+def get_token_auth(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Auth:
+    """What POST /token needs besides: the lifetimes, the session cap and the login limits of the settings now."""
+    lifetimes = Lifetimes(
+        access=timedelta(minutes=settings.access_token_minutes),
+        refresh=timedelta(days=settings.refresh_token_days),
+        session=timedelta(days=settings.session_days),
+    )
+    return replace(
+        request.state.auth,
+        lifetimes=lifetimes,
         max_sessions=settings.max_sessions_per_user,
-        login_limits=ThrottledLogins(state.login_throttle, settings),
-        session_account=state.session_accounts,
+        login_limits=ThrottledLogins(request.state.login_throttle, settings),
     )
 
 
@@ -190,7 +191,7 @@ async def get_engine(request: Request) -> Engine:
 
 DatabaseEngine = Annotated[Engine, Depends(get_engine)]
 Now = Annotated[datetime, Depends(current_time)]
-auth_routes = AuthRoutes(get_auth, token_url="token", scopes=SCOPES, now=current_time)
+auth_routes = AuthRoutes(get_auth, get_token_auth=get_token_auth, token_url="token", scopes=SCOPES, now=current_time)
 app = hardened_app("JWT lesson service", lifespan, lambda: get_settings().request_body_max_bytes, ONE_LINE_ERRORS)
 app.include_router(auth_routes.router)
 
@@ -210,8 +211,8 @@ async def limits_unavailable(request: Request, error: StorageError) -> JSONRespo
 
 
 @app.get("/users/me", responses=SCOPED_RESPONSES)
-async def read_users_me(current_user: Annotated[UserPublic, Security(auth_routes.current_user, scopes=["me"])]) -> User:
-    return current_user
+async def read_users_me(account: Annotated[Account, Security(auth_routes.current_account, scopes=["me"])]) -> User:
+    return account.user
 
 
 @app.get("/users", responses=SCOPED_RESPONSES)

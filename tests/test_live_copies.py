@@ -69,13 +69,9 @@ def test_every_notebook_is_written_with_its_helpers_and_pictures(checkout):
     root, report = checkout
     assert report == [f"wrote {path.name}" for path in NOTEBOOKS]
     live = root / "notebooks-live"
-    assert {path.name for path in (live / "helpers").iterdir()} == {
-        "__init__.py",
-        "checks.py",
-        *(f"exercises_0{number}.py" for number in range(1, 6)),
-        "local_server.py",
-        "pictures.py",
-    }
+    helpers = {path.name for path in (ROOT / "notebooks" / "helpers").glob("*.py")}
+    assert {"__init__.py", "checks.py", "local_server.py", "pictures.py"} <= helpers
+    assert {path.name for path in (live / "helpers").iterdir()} == helpers
     assert (live / "helpers" / "checks.py").read_text() == (ROOT / "notebooks" / "helpers" / "checks.py").read_text()
     assert {path.name for path in (live / "images").iterdir()} == {
         path.name for path in (ROOT / "notebooks" / "images").iterdir()
@@ -253,7 +249,7 @@ def test_comments_come_from_the_prose_above_and_the_cell(checkout, notebook):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=IDS)
 def test_no_solution_and_no_output_is_left(checkout, notebook):
     solutions = [found for cell in reference(notebook).cells for found in SOLUTION.findall(cell.source)]
-    assert len(solutions) >= 2
+    assert len(solutions) >= 1
     copy = copy_of(checkout, notebook)
     everything = "\n".join(cell.source for cell in copy.cells)
     assert "<details" not in everything and "</details>" not in everything
@@ -345,4 +341,4 @@ def test_filled_in_the_copy_runs_top_to_bottom(checkout, name):
         for cell in code
         if CHECK_CALL.search(cell.source) and EXERCISE not in cell.source
     ]
-    assert len(checks) >= 2 and all(check.startswith("❌ Not yet. Hint: ") for check in checks), checks
+    assert len(checks) >= 1 and all(check.startswith("❌ Not yet. Hint: ") for check in checks), checks

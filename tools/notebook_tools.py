@@ -35,7 +35,7 @@ FIX = "make mirror"
 
 
 def notebook_paths(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return sorted((root / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 @dataclass
@@ -595,7 +595,7 @@ def strip(folder: Path, force: bool = False, source: Path = NOTEBOOKS) -> list[s
     """
     folder.mkdir(parents=True, exist_ok=True)
     report = []
-    for notebook in sorted(source.glob("[0-9][0-9]_*.ipynb")):
+    for notebook in sorted(source.glob("[0-9][0-9]*_*.ipynb")):
         target = folder / notebook.name
         copy = live_copy(nbformat.read(notebook, as_version=4), notebook.name)
         if target.exists() and edited(target) and not force:
