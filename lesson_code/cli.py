@@ -16,7 +16,7 @@ from jose import jws
 from jose.exceptions import JOSEError
 from sqlalchemy import Engine
 
-from lesson_code import jwks_verify, keys, store
+from lesson_code import jwks_verify, key_store, keys, store
 from lesson_code.hashing import PasswordChecks
 from lesson_code.passwords import password_hash
 from lesson_code.protection import LimitsUnavailable, LoginThrottle
@@ -212,7 +212,9 @@ def add_keys_commands(commands) -> None:
         "keys",
         help="make, list and prune the ES256 or RS256 signing keys",
         description="Manage the signing keys of JWT_ALGORITHM=ES256 or RS256, kept in the folder JWT_KEY_DIR names "
-        f"(default: {keys.KEY_DIR_NAME} next to the secret file). The newest key signs; the others stay published "
+        f"(default: {keys.KEY_DIR_NAME} next to the secret file), or, when DATABASE_URL names a database server, in "
+        "its table signing_keys, shared by every instance (private halves encrypted with JWT_KEY_ENCRYPTION_KEY, "
+        "which keys rotate needs). The newest key signs; the others stay published "
         "at /.well-known/jwks.json and accepted until every token they signed has expired (ACCESS_TOKEN_MINUTES "
         "after they were retired, plus a leeway), then they can be pruned. Running servers see a change within "
         f"{keys.CHECK_EVERY_SECONDS:g} second.",
@@ -462,19 +464,25 @@ def signature_verdict(token: str) -> str:
 def judge_with_key_folder(token: str, header: dict) -> int:
     """The Signature and Accepted lines of an ES256 or RS256 token, checked as the API checks it: with the live keys
     of the key folder, JWT_ISSUER and JWT_AUDIENCE."""
-    settings, directory = checked_settings(), keys.key_dir_path()
-    ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
-    now = datetime.now(timezone.utc)
-    live = {} if ring is None else {key.kid: key.public_jwk() for key in ring.live(now, kept_for(directory))}
+    settings, now = checked_settings(), datetime.now(timezone.utc)
+    if key_store.keys_in_database(settings.database_url):
+        ring, longest, where = public_keys_in_database(settings)
+        store_name, of = f"the {where}", f"the {where}"
+    else:
+        directory = keys.key_dir_path()
+        ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
+        longest = kept_for(directory) if ring is not None else None
+        store_name, of = f"the key folder {directory}", str(directory)
+    live = {} if ring is None else {key.kid: key.public_jwk() for key in ring.live(now, longest)}
     public_jwk = live.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
     if public_jwk is None:
-        say(f"Signature: not checked: the key folder {directory} has no live key named by this kid")
+        say(f"Signature: not checked: {store_name} has no live key named by this kid")
     else:
         try:
             jws.verify(token, public_jwk, algorithms=[public_jwk["alg"]])
-            say(f"Signature: valid ({public_jwk['alg']} with key {public_jwk['kid']} of {directory})")
+            say(f"Signature: valid ({public_jwk['alg']} with key {public_jwk['kid']} of {of})")
         except (JOSEError, RecursionError) as error:
-            say(f"Signature: not valid with key {public_jwk['kid']} of {directory} ({str(error).rstrip('.')})")
+            say(f"Signature: not valid with key {public_jwk['kid']} of {of} ({str(error).rstrip('.')})")
     try:
         jwks_verify.decode_signed_token(token, live, settings.jwt_issuer, settings.jwt_audience)
     except TokenError as error:
@@ -634,6 +642,29 @@ def kept_for(directory) -> timedelta:
     return max(setting, keys.recorded_longest_token(directory)) if directory.exists() else setting
 
 
+@contextmanager
+def key_database(settings) -> Iterator[Engine]:
+    """An engine on DATABASE_URL with the key tables (made if missing), for the keys commands; disposed afterwards."""
+    engine = store.make_engine(settings.database_url, pool_size=1)
+    try:
+        key_store.create_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def public_keys_in_database(settings) -> tuple[keys.KeyRing | None, timedelta, str]:
+    """The keys' public halves (no encryption key needed), how long retired ones are kept, and where they are."""
+    with key_database(settings) as engine:
+        return key_store.load_public_keys(engine), database_kept_for(engine), key_store.place(engine)
+
+
+def database_kept_for(engine: Engine) -> timedelta:
+    """kept_for() of the keys in the database: ACCESS_TOKEN_MINUTES, or the longer lifetime an instance recorded."""
+    setting = timedelta(minutes=checked_settings().access_token_minutes)
+    return max(setting, key_store.recorded_longest_token(engine))
+
+
 def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -657,6 +688,9 @@ def run_keys_rotate(args) -> int:
         raise CommandLineError(
             f"JWT_ALGORITHM is {algorithm}, which signs with the secret, not a key: give --algorithm ES256 or RS256"
         )
+    settings = checked_settings()
+    if key_store.keys_in_database(settings.database_url):
+        return rotate_in_database(settings, algorithm)
     directory, now = keys.key_dir_path(), datetime.now(timezone.utc)
     before = keys.load_keys(directory, create=True)
     key = keys.rotate(directory, algorithm, now)
@@ -674,27 +708,67 @@ def run_keys_rotate(args) -> int:
     return 0
 
 
+def rotate_in_database(settings, algorithm: str) -> int:
+    """keys rotate on the database's table: once for every instance, the key made at the database server's time."""
+    encryption = key_store.KeyEncryption(settings.jwt_key_encryption_key.get_secret_value())
+    with key_database(settings) as engine:
+        where = key_store.place(engine)
+        before = key_store.load_public_keys(engine)
+        key = key_store.rotate(engine, encryption, algorithm)
+        if before is None:
+            say(f"New signing key {key.kid} ({algorithm}) in the {where}")
+            return 0
+        ring = key_store.load_public_keys(engine)
+        until_after = database_kept_for(engine) + timedelta(seconds=keys.LEEWAY_SECONDS)
+    starts = ring.signs_from(key)
+    say(f"New key {key.kid} ({algorithm}) in the {where}: published now, signs from {when(starts)}")
+    say(
+        f"Then {before.signing_key(starts).kid} is retired: its tokens are accepted, and it is published, until "
+        f"{when(starts + until_after)}"
+    )
+    return 0
+
+
 def run_keys_list(args) -> int:
-    directory, now = keys.key_dir_path(), datetime.now(timezone.utc)
+    settings = checked_settings()
+    if key_store.keys_in_database(settings.database_url):
+        ring, longest, where = public_keys_in_database(settings)
+        if ring is None:
+            say(f"No key in the {where} yet: the API makes one when it starts, or run keys rotate")
+            return 0
+        return list_keys(ring, longest, f"Keys in the {where}, oldest first:")
+    directory = keys.key_dir_path()
     ring = keys.load_keys(directory) if directory.exists() or directory.is_symlink() else None
     if ring is None:
         say(f"No key in {directory} yet: the API makes one when it starts with JWT_ALGORITHM=ES256, or run keys rotate")
         return 0
-    longest = kept_for(directory)
+    return list_keys(ring, kept_for(directory), f"Keys in {directory}, oldest first:")
+
+
+def list_keys(ring: keys.KeyRing, longest: timedelta, title: str) -> int:
+    now = datetime.now(timezone.utc)
     rows = [("KID", "ALG", "MADE", "STATE")]
     rows += [(key.kid, key.algorithm, when(key.created), describe_state(ring, key, now, longest)) for key in ring.keys]
-    say(f"Keys in {directory}, oldest first:")
+    say(title)
     for line in table(rows):
         say(line)
     return 0
 
 
 def run_keys_prune(args) -> int:
+    settings = checked_settings()
+    if key_store.keys_in_database(settings.database_url):
+        with key_database(settings) as engine:
+            gone = key_store.prune(engine, timedelta(minutes=settings.access_token_minutes))
+        return say_pruned(gone)
     directory = keys.key_dir_path()
     if not (directory.exists() or directory.is_symlink()):
         say(f"No key in {directory}: nothing to prune")
         return 0
-    gone = keys.prune(directory, datetime.now(timezone.utc), kept_for(directory))
+    return say_pruned(keys.prune(directory, datetime.now(timezone.utc), kept_for(directory)))
+
+
+def say_pruned(gone: list[keys.SigningKey]) -> int:
     for key in gone:
         say(f"Deleted {key.kid} ({key.algorithm}, made {when(key.created)})")
     if not gone:
@@ -726,7 +800,12 @@ def run_serve(args) -> int:
     with open_database():
         pass
     if settings.jwt_algorithm in keys.ASYMMETRIC_ALGORITHMS:
-        keys.KeySource(keys.key_dir_path(), settings.jwt_algorithm).ring()
+        source = key_store.key_source_for(settings)  # the folder, or the database's table: made once if empty
+        try:
+            source.ring()
+        finally:
+            if isinstance(source, key_store.DatabaseKeySource):
+                source.close()
     check_login_limits(settings, args.workers)
     import uvicorn
 

@@ -415,6 +415,11 @@ class KeySource:
                 self._reload()
         return self._ring
 
+    def record_longest_token(self, longest_token: timedelta) -> timedelta:
+        """Record in the key folder that tokens may live longest_token (record_longest_token); the longer of it and
+        the lifetime recorded before, which retired keys are kept for."""
+        return record_longest_token(self.directory, longest_token)
+
     def _reload(self) -> None:
         try:
             self._read()
@@ -450,13 +455,14 @@ class SignedAccessTokens:
     """Access tokens signed with the key source's signing key, naming it by kid and carrying iss and aud; verified by
     the key their kid names among those still live. sessions.py takes it in place of the HS256 functions.
 
-    longest_token is recorded in the key folder (record_longest_token): retired keys are kept for the longest
-    lifetime any server has used with it, so a restart with a shorter one cannot refuse tokens made before.
+    longest_token is recorded where the keys are (the key folder, or the database for key_store.DatabaseKeySource,
+    which has the same ring() and record_longest_token()): retired keys are kept for the longest lifetime any server
+    has used with them, so a restart with a shorter one cannot refuse tokens made before.
     """
 
     def __init__(self, source: KeySource, issuer: str, audience: str, longest_token: timedelta) -> None:
         self.source, self.issuer, self.audience, self.longest_token = source, issuer, audience, longest_token
-        self.keys_kept_for = record_longest_token(source.directory, longest_token)
+        self.keys_kept_for = source.record_longest_token(longest_token)
 
     def create(self, data: dict, expires_delta: timedelta | None = None) -> str:
         """A signed token holding data, iss, aud, iat and exp (longest_token from now unless expires_delta says).

@@ -29,7 +29,8 @@ from lesson_code.auth_router import (
 )
 from lesson_code.hashing import BUSY_RETRY_SECONDS, HashingBusy, PasswordChecks
 from lesson_code.http_common import INSUFFICIENT_SCOPE_RESPONSE, NO_STORE, Message, hardened_app
-from lesson_code.keys import JWKS_MAX_AGE_SECONDS, KeySource, KeyStoreError, SignedAccessTokens, key_dir_path
+from lesson_code.key_store import key_source_for
+from lesson_code.keys import JWKS_MAX_AGE_SECONDS, KeyStoreError, SignedAccessTokens
 from lesson_code.passwords import dummy_hash, password_hash
 from lesson_code.protection import LimitsUnavailable, LoginThrottle, too_many_failed_logins, too_many_logins
 from lesson_code.sessions import AccessTokens, Account, Lifetimes
@@ -130,10 +131,11 @@ class LessonSessionAccounts:
 
 
 def access_tokens_for(settings: Settings) -> AccessTokens | SignedAccessTokens:
-    """HS256 with the secret, or the key directory's newest key for JWT_ALGORITHM=ES256 or RS256 (made if none)."""
+    """HS256 with the secret, or for JWT_ALGORITHM=ES256 or RS256 the newest key (made if none) of the database's
+    table signing_keys, shared by every instance, when DATABASE_URL is a database server, else of the key folder."""
     if settings.jwt_algorithm == "HS256":
         return sessions.HS256
-    source = KeySource(key_dir_path(), settings.jwt_algorithm)
+    source = key_source_for(settings)
     source.ring()
     longest = timedelta(minutes=settings.access_token_minutes)
     return SignedAccessTokens(source, settings.jwt_issuer, settings.jwt_audience, longest)

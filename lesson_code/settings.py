@@ -1,15 +1,18 @@
 """The app's limits, read once from environment variables (FastAPI's "Settings and Environment Variables" pattern)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from limits import parse
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
-from lesson_code.tokens import ACCESS_TOKEN_EXPIRE_MINUTES
+from lesson_code.tokens import ACCESS_TOKEN_EXPIRE_MINUTES, MAX_SECRET_LENGTH, MIN_SECRET_BITS, secret_bits
+from lesson_code.tokens import ENV_VAR as SECRET_ENV_VAR
 
+HOW_TO_MAKE_AN_ENCRYPTION_KEY = 'make one with: python -c "import secrets; print(secrets.token_hex(32))"'
 DEFAULT_DATABASE_FILE = Path(__file__).resolve().parent.parent / "lesson.db"  # at the repository's root, git-ignored
 
 
@@ -103,6 +106,14 @@ class Settings(BaseSettings):
         "(notebook 08). ES256 or RS256 is the algorithm of the first key made and of `keys rotate`'s new keys. "
         "Refresh tokens, read by this service alone, stay HS256.",
     )
+    jwt_key_encryption_key: SecretStr = Field(
+        SecretStr(""),
+        description="With JWT_ALGORITHM ES256 or RS256 and DATABASE_URL naming a database server (PostgreSQL), the "
+        "signing keys are kept in its table signing_keys, shared by every instance, their private halves encrypted "
+        "(AES-256-GCM) with a key derived from this: at least 256 bits of randomness, not JWT_SECRET_KEY, the same "
+        'for every instance and kept as secret as the keys. Make one with: python -c "import secrets; '
+        'print(secrets.token_hex(32))". Not needed with SQLite, whose keys stay in the folder JWT_KEY_DIR.',
+    )
     jwt_issuer: str = Field(
         "http://127.0.0.1:8000",
         min_length=1,
@@ -159,6 +170,26 @@ class Settings(BaseSettings):
         if refresh_days is not None and value < refresh_days:
             raise ValueError(
                 f"must be at least REFRESH_TOKEN_DAYS ({refresh_days}): a refresh token cannot outlive its session"
+            )
+        return value
+
+    @field_validator("jwt_key_encryption_key")
+    @classmethod
+    def check_encryption_key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if not secret:
+            return value  # required only where the keys are in the database: key_store.KeyEncryption says so
+        if len(secret) > MAX_SECRET_LENGTH:
+            raise ValueError(f"over {MAX_SECRET_LENGTH} characters: {HOW_TO_MAKE_AN_ENCRYPTION_KEY}")
+        bits = secret_bits(secret)
+        if bits < MIN_SECRET_BITS:
+            raise ValueError(
+                f"it holds about {int(bits)} bits of randomness, at least {MIN_SECRET_BITS} are needed: "
+                f"{HOW_TO_MAKE_AN_ENCRYPTION_KEY}"
+            )
+        if secret == os.environ.get(SECRET_ENV_VAR):
+            raise ValueError(
+                f"it is {SECRET_ENV_VAR}: give the keys a key of their own ({HOW_TO_MAKE_AN_ENCRYPTION_KEY})"
             )
         return value
 
