@@ -27,6 +27,7 @@ from lesson_code.auth_router import (
     current_time,
     database_unavailable,
 )
+from lesson_code.browser_app import BrowserRoutes
 from lesson_code.hashing import BUSY_RETRY_SECONDS, HashingBusy, PasswordChecks
 from lesson_code.http_common import INSUFFICIENT_SCOPE_RESPONSE, NO_STORE, Message, hardened_app
 from lesson_code.key_store import key_source_for
@@ -196,6 +197,7 @@ Now = Annotated[datetime, Depends(current_time)]
 auth_routes = AuthRoutes(get_auth, get_token_auth=get_token_auth, token_url="token", scopes=SCOPES, now=current_time)
 app = hardened_app("JWT lesson service", lifespan, lambda: get_settings().request_body_max_bytes, ONE_LINE_ERRORS)
 app.include_router(auth_routes.router)
+app.include_router(BrowserRoutes(get_auth, get_token_auth=get_token_auth, now=current_time).router)
 
 
 @app.exception_handler(DatabaseUnavailable)

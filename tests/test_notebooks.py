@@ -28,6 +28,7 @@ def test_the_lessons_are_all_there():
         "07_scopes_and_roles.ipynb",
         "08a_asymmetric_keys_jwks.ipynb",
         "08b_key_rotation_and_pitfalls.ipynb",
+        "09_tokens_in_the_browser.ipynb",
     ]
 
 
@@ -407,6 +408,61 @@ WRONG_ANSWERS = {
             "    try:\n        return jwt.decode(token, key, algorithms=[key['alg']], audience=AUDIENCE, issuer=ISSUER)\n"
             "    except JOSEError as error:\n        raise TokenError(str(error)) from None",
             "not TokenError",
+        ),
+    ],
+    "09_tokens_in_the_browser": [
+        (
+            1,
+            "from urllib.parse import urlsplit\n\n\ndef origin_of(url):\n    parts = urlsplit(url)\n"
+            "    return f'{parts.scheme}://{parts.netloc}'",
+            "in lower case",
+        ),
+        (
+            1,
+            "from urllib.parse import urlsplit\n\n\ndef origin_of(url):\n    parts = urlsplit(url)\n"
+            "    return f'{parts.scheme}://{parts.hostname}:{parts.port}'",
+            "the port is None when the URL names none",
+        ),
+        (
+            1,
+            "from urllib.parse import urlsplit\n\n\ndef origin_of(url):\n    parts = urlsplit(url)\n"
+            "    port = f':{parts.port}' if parts.port else ''\n    return f'{parts.scheme}://{parts.hostname}{port}'",
+            "the default port (443 for https, 80 for http) is left out",
+        ),
+        (1, "from urllib.parse import urljoin\n\n\ndef origin_of(url):\n    return urljoin(url, '/')", "not even '/'"),
+        (
+            2,
+            "def forged_sign_out(target, cookie):\n"
+            "    headers = {'Origin': attacker_url, 'Cookie': f'{REFRESH_COOKIE}={cookie}'}\n"
+            "    return httpx.post(f'{target}/app/session/logout', headers=headers)",
+            "the browser says so in Sec-Fetch-Site",
+        ),
+        (
+            2,
+            "def forged_sign_out(target, cookie):\n"
+            "    headers = {'Sec-Fetch-Site': 'same-site', 'Cookie': f'{REFRESH_COOKIE}={cookie}'}\n"
+            "    return httpx.post(f'{target}/app/session/logout', headers=headers)",
+            "a browser sends Origin with every POST",
+        ),
+        (
+            2,
+            "def forged_sign_out(target, cookie):\n"
+            "    headers = {'Origin': base_url, 'Sec-Fetch-Site': 'same-site', 'Cookie': f'{REFRESH_COOKIE}={cookie}'}\n"
+            "    return httpx.post(f'{target}/app/session/logout', headers=headers)",
+            "Origin should be the attacker page's origin",
+        ),
+        (
+            2,
+            "def forged_sign_out(target, cookie):\n    headers = {'Origin': attacker_url, 'Sec-Fetch-Site': 'same-site'}\n"
+            "    return httpx.post(f'{target}/app/session/logout', headers=headers)",
+            "SameSite=Strict lets the cookie go",
+        ),
+        (
+            2,
+            "def forged_sign_out(target, cookie):\n"
+            "    headers = {'Origin': attacker_url, 'Sec-Fetch-Site': 'same-site', 'Cookie': f'{REFRESH_COOKIE}={cookie}'}\n"
+            "    return httpx.post(f'{base_url}/app/session/logout', headers=headers)",
+            "use target, not base_url",
         ),
     ],
 }
