@@ -1,7 +1,10 @@
 """Notebook 08a's exercise: each check reads the answer from the notebook's names (a.kid_of) and returns True, a
 sentence saying what is off, or False (the general hint). See helpers/checks.py."""
 
+import base64
+import hashlib
 import inspect
+import json
 from datetime import datetime, timezone
 
 from helpers.checks import exercise
@@ -55,6 +58,10 @@ def kid_of(a):
                 return "that is the hex digest: encode the 32 bytes of the digest in base64url."
             if "+" in answer or "/" in answer:
                 return "base64url, not base64: - and _ instead of + and /."
+            members = {name: public_jwk[name] for name in keys.THUMBPRINT_MEMBERS[kind]}
+            spaced = hashlib.sha256(json.dumps(members, sort_keys=True).encode()).digest()
+            if answer == base64.urlsafe_b64encode(spaced).rstrip(b"=").decode():
+                return "the right members, sorted, but your JSON has spaces after ':' and ',': RFC 7638 hashes none."
             return (
                 f"for an {kind} key: hash only the required members ({required}), as JSON with sorted names and no "
                 "spaces."
