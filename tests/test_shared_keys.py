@@ -8,7 +8,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,13 +28,14 @@ from lesson_code.keys import KeySource, KeyState, KeyStoreError, SignedAccessTok
 from lesson_code.settings import get_settings
 from lesson_code.tokens import secret_bits
 from tests.utils.postgres import PostgresServer
+from tests.utils.threads import in_threads
 from tests.utils.uvicorn_process import REPO_ROOT, free_port, stop, wait_until_answering
 
 AHEAD = timedelta(seconds=keys.PUBLISH_AHEAD_SECONDS)
 LONGEST = timedelta(minutes=15)  # ACCESS_TOKEN_MINUTES's default
 ISSUER, AUDIENCE = "http://127.0.0.1:8000", "jwt-lesson-api"
 INSTANCES = 6
-THREAD_TIMEOUT = 60
+
 SEEN_TIMEOUT = 60  # generous bounds on waits that end as soon as their condition holds: no test needs speed
 ALICE = {"username": "alice", "email": "alice@example.com", "full_name": "Alice Liddell", "disabled": False}
 
@@ -78,26 +78,6 @@ def in_database(database_url: str, encryption_key: str, monkeypatch: pytest.Monk
 def rows(engine) -> list:
     with engine.connect() as connection:
         return connection.execute(select(signing_keys).order_by(signing_keys.c.serial)).all()
-
-
-def in_threads(count: int, work) -> list:
-    """work(0) ... work(count - 1) in threads released at one moment: their results, or their exceptions."""
-    barrier, results = threading.Barrier(count), [None] * count
-
-    def run(index: int) -> None:
-        barrier.wait(timeout=THREAD_TIMEOUT)
-        try:
-            results[index] = work(index)
-        except Exception as error:  # reported to the test, which expects none
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=THREAD_TIMEOUT)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

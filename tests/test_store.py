@@ -24,6 +24,7 @@ from lesson_code.settings import Settings
 from lesson_code.store import UserPublic
 from tests.utils import postgres
 from tests.utils.databases import Database
+from tests.utils.threads import THREAD_TIMEOUT, in_threads
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
@@ -32,7 +33,6 @@ BOB = UserPublic(username="bob", full_name="Bob the Builder", email="bob@example
 CAROL = UserPublic(
     username="carol", full_name="Carol Hatter", email="carol@example.com", disabled=False, scopes="me admin"
 )
-THREAD_TIMEOUT = 60
 
 
 def fake_hash(password: str) -> str:
@@ -45,27 +45,6 @@ def engine(db: Database) -> Engine:
     store.create_schema(db.engine)
     store.seed_demo_users(db.engine, fake_hash, now=NOW)
     return db.engine
-
-
-def in_threads(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run work(0) ... work(count - 1) in threads released at the same moment; their results, or their exceptions."""
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def run(index: int) -> None:
-        barrier.wait(timeout=THREAD_TIMEOUT)
-        try:
-            results[index] = work(index)
-        except Exception as error:  # reported to the test, which expects none
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=THREAD_TIMEOUT)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def session_row(engine: Engine, sid: str) -> StoredSession:
