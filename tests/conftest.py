@@ -100,9 +100,10 @@ def start_service(db: Database, monkeypatch):  # noqa: F811  (db: the fixture im
 
 
 @contextlib.contextmanager
-def serving_the_service(database_url: str, **settings) -> Iterator[str]:
+def serving_the_service(database_url: str, *, asgi_app=None, **settings) -> Iterator[str]:
     """lesson_code.service under uvicorn on 127.0.0.1 (a thread of this process), on database_url with the demo users
-    seeded (cached hashes) and settings as keyword arguments; yields its base URL, stops it afterwards."""
+    seeded (cached hashes) and settings as keyword arguments; yields its base URL, stops it afterwards. asgi_app: what
+    to serve instead of the service's app (the app wrapped, say, to record what it is asked)."""
     from lesson_code import store
     from lesson_code.service import app
     from lesson_code.settings import get_settings
@@ -120,7 +121,7 @@ def serving_the_service(database_url: str, **settings) -> Iterator[str]:
             monkeypatch.setenv(name.upper(), str(value))
         get_settings.cache_clear()
         try:
-            with serve_in_background(app) as base_url:
+            with serve_in_background(app if asgi_app is None else asgi_app) as base_url:
                 yield base_url
         finally:
             get_settings.cache_clear()

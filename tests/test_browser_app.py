@@ -16,11 +16,11 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from conftest import argon2_hash
+from conftest import serving_the_service
 from forge import ALICE
 from test_browser import browser  # noqa: F401  (the fixture: Debian's chromium; skips locally without it, fails in CI)
 
-from lesson_code import browser_app, sessions, store, tokens
+from lesson_code import browser_app, sessions, tokens
 from lesson_code.browser_app import (
     CROSS_ORIGIN,
     CROSS_ORIGIN_SITE,
@@ -34,7 +34,6 @@ from lesson_code.browser_app import (
 )
 from lesson_code.service import app, current_time
 from lesson_code.sessions import INVALID_REFRESH_TOKEN, REFRESH_TOKEN_REUSED, SESSION_ENDED
-from lesson_code.settings import get_settings
 
 OWN = "http://testserver"  # TestClient's origin
 SAME_ORIGIN = {"Origin": OWN, "Sec-Fetch-Site": "same-origin"}
@@ -477,24 +476,10 @@ SERVICE = Recorder(app)
 @pytest.fixture(scope="module")
 def browser_app_url(tmp_path_factory):
     """service.py under uvicorn on 127.0.0.1 (a thread of this process), on its own SQLite file, the demo users in it
-    (as conftest.serving_the_service, with SERVICE recording what it is asked)."""
-    from notebooks.helpers.local_server import serve_in_background
-
+    (conftest.serving_the_service, with SERVICE recording what it is asked)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('browser-app') / 'lesson.db'}"
-    engine = store.make_engine(url, pool_size=1)
-    try:
-        store.create_schema(engine)
-        store.seed_demo_users(engine, argon2_hash)
-    finally:
-        engine.dispose()
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("DATABASE_URL", url)
-        get_settings.cache_clear()
-        try:
-            with serve_in_background(SERVICE) as base_url:
-                yield base_url
-        finally:
-            get_settings.cache_clear()
+    with serving_the_service(url, asgi_app=SERVICE) as base_url:
+        yield base_url
 
 
 @pytest.fixture
